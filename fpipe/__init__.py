@@ -1,0 +1,62 @@
+"""fpipe: a functional, immutable pipeline DSL for ML data processing and training.
+
+>>> import numpy as np
+>>> from fpipe import Batch, Dataset, Pipeline, action
+>>> class Scaled(Batch):
+...     @action
+...     def scale(self, k):
+...         return self.replace(data=self.data * k)
+>>> ds = Dataset(4, Scaled, preloaded=np.arange(4.0))
+>>> [b.data.tolist() for b in (Pipeline().scale(2) << ds).gen_batch(2)]
+[[0.0, 2.0], [4.0, 6.0]]
+"""
+
+from .actions import action
+from .batch import Batch, SkipBatch
+from .checkpoint import Checkpoint
+from .dataset import Dataset
+from .env import Environment
+from .errors import (
+    ActionError,
+    FpipeError,
+    ImmutableBatchError,
+    ModelError,
+    PipelineDefinitionError,
+    ResumeError,
+)
+from .executors import DaskExecutor, Executor, ProcessExecutor, ThreadExecutor
+from .index import DatasetIndex, FilesIndex
+from .iterator import PipelineIterator
+from .models import model
+from .parallel import inbatch_parallel
+from .pipeline import Pipeline
+from .plan import BatchPlan, IterState
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ActionError",
+    "Batch",
+    "BatchPlan",
+    "Checkpoint",
+    "DaskExecutor",
+    "Dataset",
+    "DatasetIndex",
+    "Environment",
+    "Executor",
+    "FilesIndex",
+    "FpipeError",
+    "ImmutableBatchError",
+    "IterState",
+    "ModelError",
+    "Pipeline",
+    "PipelineDefinitionError",
+    "PipelineIterator",
+    "ProcessExecutor",
+    "ResumeError",
+    "SkipBatch",
+    "ThreadExecutor",
+    "action",
+    "inbatch_parallel",
+    "model",
+]

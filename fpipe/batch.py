@@ -1,0 +1,425 @@
+"""Batch: an immutable record of item ids and named, read-only component arrays.
+
+A user subclasses :class:`Batch`, lists its ``components`` and writes ``@action``
+methods that return a new batch built with :meth:`Batch.replace`:
+
+>>> import numpy as np
+>>> from fpipe import Batch, action
+>>> class Digits(Batch):
+...     components = ("images", "labels")
+...     @action
+...     def scale(self, factor):
+...         return self.replace(images=self.images * factor)
+>>> b = Digits(np.arange(3), preloaded=(np.ones((3, 2)), np.array([0, 1, 2])))
+>>> c = b.scale(2.0)
+>>> float(c.images[0, 0]), c.labels is b.labels
+(2.0, True)
+
+Untouched components are shared, never copied; every array a batch hands out is
+read-only, so an action cannot change its input by accident.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from .errors import FpipeError, ImmutableBatchError, did_you_mean
+
+if TYPE_CHECKING:
+    from .index import DatasetIndex
+    from .runstate import BatchContext
+
+__all__ = ["Batch", "SkipBatch"]
+
+_DATA = "data"  # the single component of a batch class that declares none
+_IMMUTABLE_HINT = (
+    "Batches are immutable: build a new one instead, e.g. `return self.replace({name}=...)`."
+)
+
+
+class SkipBatch(Exception):  # noqa: N818 - it is a signal, not an error
+    """Raise inside an action to drop the current batch from the run's output."""
+
+
+def freeze(value: Any, n_items: int, name: str) -> np.ndarray | None:
+    """Return ``value`` as a read-only array of ``n_items`` rows, sharing memory where possible."""
+    if value is None:
+        return None
+    if isinstance(value, np.ndarray):
+        if value.flags.writeable:
+            value = value.view()
+            value.flags.writeable = False
+    else:
+        value = _as_array(value, n_items, name)
+    if value.ndim == 0 or len(value) != n_items:
+        shape = value.shape
+        raise ValueError(
+            f"component {name!r} has shape {shape} but the batch has {n_items} items; "
+            f"its first dimension must be the number of items"
+        )
+    return value
+
+
+def _as_array(value: Any, n_items: int, name: str) -> np.ndarray:
+    try:
+        arr = np.asarray(value)
+    except ValueError:  # ragged sequence: keep one object per item
+        arr = np.empty(len(value), dtype=object)
+        arr[:] = list(value)
+    if arr is value:  # a read-only view for array-likes numpy returns unchanged
+        arr = arr.view()
+    arr.flags.writeable = False
+    return arr
+
+
+def _component_property(name: str) -> property:
+    def get(self: Batch) -> Any:
+        return self._data.get(name)
+
+    get.__name__ = name
+    return property(get, doc=f"The {name!r} component (read-only), or None if not loaded.")
+
+
+class Batch:
+    """An immutable batch: item ids (``indices``) plus named components.
+
+    Subclasses declare ``components = ("images", "labels")``; each becomes a
+    read-only attribute. With no components the batch has one array, ``data``.
+    """
+
+    components: ClassVar[tuple[str, ...] | None] = None
+    __slots__ = ("_ctx", "_data", "_indices", "_index")
+
+    _component_names: ClassVar[tuple[str, ...]] = (_DATA,)
+    _component_set: ClassVar[frozenset[str]] = frozenset((_DATA,))
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        comps = cls.__dict__.get("components", None)
+        if "components" in cls.__dict__:
+            if comps is None:
+                names: tuple[str, ...] = (_DATA,)
+            else:
+                if isinstance(comps, str):
+                    comps = (comps,)
+                names = tuple(comps)
+                bad = [c for c in names if not isinstance(c, str) or not c.isidentifier()]
+                if bad or len(set(names)) != len(names) or not names:
+                    raise TypeError(
+                        f"{cls.__name__}.components must be a non-empty tuple of distinct "
+                        f"identifiers, got {comps!r}"
+                    )
+                reserved = [c for c in names if hasattr(Batch, c)]
+                if reserved:
+                    raise TypeError(
+                        f"{cls.__name__}.components {reserved} clash with Batch attributes; "
+                        "rename them"
+                    )
+                for c in names:
+                    setattr(cls, c, _component_property(c))
+            cls._component_names = names
+            cls._component_set = frozenset(names)
+            cls.components = None if names == (_DATA,) else names
+
+    # -- construction -------------------------------------------------------------------
+    def __init__(self, index: Any, preloaded: Any = None) -> None:
+        from .index import DatasetIndex
+
+        if isinstance(index, DatasetIndex):
+            ids, idx = index.indices, index
+        else:
+            idx = DatasetIndex(index)
+            ids = idx.indices
+        n = len(ids)
+        data = self._parse_preloaded(preloaded, n)
+        object.__setattr__(self, "_indices", ids)
+        object.__setattr__(self, "_data", data)
+        object.__setattr__(self, "_ctx", None)
+        object.__setattr__(self, "_index", idx)
+
+    @classmethod
+    def _parse_preloaded(cls, preloaded: Any, n: int) -> dict[str, Any]:
+        names = cls._component_names
+        if preloaded is None:
+            return {}
+        if isinstance(preloaded, Mapping):
+            unknown = [k for k in preloaded if k not in cls._component_set]
+            if unknown:
+                raise ValueError(
+                    f"preloaded has components {unknown} that {cls.__name__} does not declare "
+                    f"(it declares {list(names)})"
+                )
+            items = preloaded.items()
+        elif isinstance(preloaded, tuple) and names != (_DATA,):
+            if len(preloaded) != len(names):
+                raise ValueError(
+                    f"preloaded is a tuple of {len(preloaded)} arrays but {cls.__name__} has "
+                    f"{len(names)} components {list(names)}; pass one array per component "
+                    "or a dict"
+                )
+            items = zip(names, preloaded)
+        elif names == (_DATA,):
+            items = ((_DATA, preloaded),)
+        else:
+            raise TypeError(
+                f"preloaded for {cls.__name__} must be a dict or a tuple of arrays for "
+                f"components {list(names)}, not {type(preloaded).__name__}"
+            )
+        return {k: v for k, v in ((k, freeze(v, n, k)) for k, v in items) if v is not None}
+
+    @classmethod
+    def _make(
+        cls, indices: np.ndarray, data: dict[str, Any], ctx: BatchContext | None = None
+    ) -> Batch:
+        """Build a batch from already-frozen parts (no validation: fpipe's own hot path)."""
+        b = object.__new__(cls)
+        object.__setattr__(b, "_indices", indices)
+        object.__setattr__(b, "_data", data)
+        object.__setattr__(b, "_ctx", ctx)
+        object.__setattr__(b, "_index", None)
+        return b
+
+    def _with_ctx(self, ctx: BatchContext | None) -> Batch:
+        return self._make(self._indices, self._data, ctx)
+
+    # -- immutability -------------------------------------------------------------------
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise ImmutableBatchError(
+            f"cannot set {type(self).__name__}.{name}. " + _IMMUTABLE_HINT.format(name=name)
+        )
+
+    def __delattr__(self, name: str) -> None:
+        raise ImmutableBatchError(
+            f"cannot delete {type(self).__name__}.{name}. " + _IMMUTABLE_HINT.format(name=name)
+        )
+
+    def replace(self, **components: Any) -> Batch:
+        """Return a new batch with some components replaced; the others are shared.
+
+        >>> import numpy as np
+        >>> b = Batch(np.arange(2), preloaded=np.zeros((2, 3)))
+        >>> b.replace(data=np.ones((2, 3))).data.sum()
+        np.float64(6.0)
+        """
+        data = self._data.copy()
+        n = len(self._indices)
+        allowed = self._component_set
+        for name, value in components.items():
+            if name not in allowed:
+                raise ValueError(
+                    f"{type(self).__name__} has no component {name!r}; its components are "
+                    f"{list(self._component_names)}.{did_you_mean(name, allowed)} "
+                    "Declare it in `components` to add it."
+                )
+            frozen = freeze(value, n, name)
+            if frozen is None:
+                data.pop(name, None)
+            else:
+                data[name] = frozen
+        return self._make(self._indices, data, self._ctx)
+
+    # -- reading --------------------------------------------------------------------------
+    @property
+    def indices(self) -> np.ndarray:
+        """The ids of the batch's items, in batch order (read-only)."""
+        return self._indices
+
+    @property
+    def index(self) -> DatasetIndex:
+        """The batch's ids as a :class:`~fpipe.DatasetIndex`."""
+        idx = self._index
+        if idx is None:
+            from .index import DatasetIndex
+
+            try:
+                idx = DatasetIndex(self._indices)
+            except ValueError as exc:
+                raise FpipeError(
+                    f"this batch holds some item ids more than once (e.g. after a rebatch that "
+                    f"spans two epochs), so it has no DatasetIndex; use batch.indices. ({exc})"
+                ) from exc
+            object.__setattr__(self, "_index", idx)  # a cache of a pure function of _indices
+        return idx
+
+    @property
+    def data(self) -> Any:
+        """The batch's array when it declares no components, else a read-only mapping."""
+        if self._component_names == (_DATA,):
+            return self._data.get(_DATA)
+        from types import MappingProxyType
+
+        return MappingProxyType(self._data)
+
+    def __len__(self) -> int:
+        return len(self._indices)
+
+    def __getitem__(self, item_id: Any) -> _Item:
+        pos = self.index.get_pos(item_id)
+        if not isinstance(pos, (int, np.integer)):
+            raise TypeError("batch[...] takes one item id; use batch.select(positions) for many")
+        return _Item(self, int(pos))
+
+    def __iter__(self):
+        raise TypeError(
+            f"{type(self).__name__} is not iterable; iterate over batch.indices, or use "
+            "batch[item_id] for one item"
+        )
+
+    def __repr__(self) -> str:
+        parts = []
+        for name in self._component_names:
+            value = self._data.get(name)
+            parts.append(f"{name}={'None' if value is None else _shape(value)}")
+        return f"{type(self).__name__}({len(self)} items, {', '.join(parts)})"
+
+    def __reduce__(self):
+        return (_rebuild_batch, (type(self), self._indices, self._data))
+
+    # -- run context ----------------------------------------------------------------------
+    @property
+    def pipeline(self) -> Any:
+        """The running pipeline's context: variables, models and config.
+
+        Only available while the batch goes through a running pipeline.
+        """
+        ctx = self._ctx
+        if ctx is None:
+            raise FpipeError(
+                "batch.pipeline is only available while the batch goes through a running "
+                "pipeline (inside an action). Run the pipeline, e.g. `(pipeline << dataset)"
+                ".next_batch(4)`, instead of calling the action on a loose batch."
+            )
+        return ctx.view()
+
+    def get_model_by_name(self, name: str) -> Any:
+        """The descriptor of model ``name`` in the current run (see :mod:`fpipe.models`)."""
+        return self.pipeline.get_model_by_name(name, self)
+
+    @property
+    def random(self) -> np.random.Generator:
+        """This batch's random generator for the current step.
+
+        It is derived from (run seed, epoch, batch position, step position) only, so
+        runs repeat bit for bit whatever the prefetch or executor.
+        """
+        ctx = self._ctx
+        if ctx is None:
+            raise FpipeError(
+                "batch.random is only defined while the batch goes through a running pipeline: "
+                "it is derived from the run's seed. Run the pipeline with seed=..., or pass "
+                "your own numpy Generator to the code you are testing."
+            )
+        return ctx.random()
+
+    def random_for(self, item: int) -> np.random.Generator:
+        """An independent generator for item number ``item`` of this batch at this step."""
+        ctx = self._ctx
+        if ctx is None:
+            return self.random  # raises the explanatory error
+        return ctx.item_random(item)
+
+    # -- item sets ------------------------------------------------------------------------
+    def select(self, positions: Any) -> Batch:
+        """A new batch with the items at ``positions`` (an int array, a slice or a mask)."""
+        if isinstance(positions, slice):
+            key: Any = positions
+        else:
+            key = np.asarray(positions)
+            if key.dtype == bool:
+                if key.shape != self._indices.shape:
+                    raise ValueError(
+                        f"a mask must have one entry per item ({len(self)}), got {key.shape}"
+                    )
+            elif key.dtype.kind not in "iu":
+                raise TypeError(f"positions must be ints, a slice or a bool mask, not {key.dtype}")
+        indices = _readonly(self._indices[key])
+        n = len(indices)
+        data = {k: freeze(v[key], n, k) for k, v in self._data.items()}
+        return self._make(indices, data, self._ctx)
+
+    @classmethod
+    def merge(cls, batches: Sequence[Batch]) -> Batch:
+        """Concatenate ``batches`` (items in order) into one batch of the first one's class."""
+        if not batches:
+            raise ValueError("Batch.merge needs at least one batch")
+        first = batches[0]
+        kind = type(first)
+        if len(batches) == 1:
+            return first
+        for b in batches:
+            if type(b)._component_names != kind._component_names:
+                raise TypeError(
+                    f"cannot merge {kind.__name__} with {type(b).__name__}: their components "
+                    f"differ ({list(kind._component_names)} vs {list(type(b)._component_names)})"
+                )
+        indices = _readonly(np.concatenate([b._indices for b in batches]))
+        data: dict[str, Any] = {}
+        for name in kind._component_names:
+            parts = [b._data.get(name) for b in batches]
+            missing = sum(p is None for p in parts)
+            if missing == len(parts):
+                continue
+            if missing:
+                raise ValueError(
+                    f"cannot merge batches where component {name!r} is loaded in some and "
+                    "missing in others"
+                )
+            data[name] = _readonly(np.concatenate(parts))
+        return kind._make(indices, data, first._ctx)
+
+    def split(self, sizes: Iterable[int]) -> list[Batch]:
+        """Cut the batch into consecutive batches of the given sizes (their sum <= len)."""
+        out, start = [], 0
+        for size in sizes:
+            out.append(self.select(slice(start, start + size)))
+            start += size
+        if start > len(self):
+            raise ValueError(f"sizes add up to {start} but the batch has {len(self)} items")
+        return out
+
+
+class _Item:
+    """A read-only view of one item of a batch: its components as attributes."""
+
+    __slots__ = ("_batch", "_pos")
+
+    def __init__(self, batch: Batch, pos: int) -> None:
+        object.__setattr__(self, "_batch", batch)
+        object.__setattr__(self, "_pos", pos)
+
+    def __getattr__(self, name: str) -> Any:
+        batch = self._batch
+        if name not in batch._component_set:
+            raise AttributeError(
+                f"item has no component {name!r}; components: {list(batch._component_names)}"
+            )
+        value = batch._data.get(name)
+        return None if value is None else value[self._pos]
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise ImmutableBatchError(
+            f"cannot set item.{name}. " + _IMMUTABLE_HINT.format(name=name)
+        )
+
+    def __repr__(self) -> str:
+        return f"<item {self._batch._indices[self._pos]!r} of {type(self._batch).__name__}>"
+
+
+def _readonly(arr: np.ndarray) -> np.ndarray:
+    arr.flags.writeable = False
+    return arr
+
+
+def _shape(value: Any) -> str:
+    shape = getattr(value, "shape", None)
+    return f"{value.dtype}{list(shape)}" if shape is not None else type(value).__name__
+
+
+def _rebuild_batch(cls: type[Batch], indices: np.ndarray, data: dict[str, Any]) -> Batch:
+    n = len(indices)
+    return cls._make(
+        _readonly(np.array(indices)), {k: freeze(v, n, k) for k, v in data.items()}
+    )

@@ -1,0 +1,195 @@
+"""Dataset: an index, a batch class and (optionally) preloaded component arrays.
+
+>>> import numpy as np
+>>> from fpipe import Dataset
+>>> ds = Dataset(100, preloaded=np.arange(100.0))
+>>> train, test = ds.split(0.8)
+>>> len(train), len(test), len(ds)
+(80, 20, 100)
+>>> ds.create_batch([3, 4]).data
+array([3., 4.])
+
+A dataset is a value: splitting and subsetting make new datasets that share the
+preloaded arrays, and ``ds.p`` starts a new pipeline linked to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .batch import Batch
+from .index import DatasetIndex
+
+if TYPE_CHECKING:
+    from .pipeline import Pipeline
+    from .runstate import BatchContext
+
+__all__ = ["Dataset"]
+
+
+class Dataset:
+    """Items (by id), the :class:`~fpipe.Batch` class that holds them, and optional data.
+
+    ``preloaded`` holds whole-dataset arrays aligned with the index: a dict by
+    component, a tuple with one array per component, or one array for a batch class
+    without components.
+    """
+
+    __slots__ = ("_batch_class", "_cursor", "_data", "_index", "_source")
+
+    def __init__(
+        self,
+        index: Any,
+        batch_class: type[Batch] = Batch,
+        preloaded: Any = None,
+    ) -> None:
+        if not (isinstance(batch_class, type) and issubclass(batch_class, Batch)):
+            raise TypeError(f"batch_class must be a subclass of fpipe.Batch, got {batch_class!r}")
+        idx = index if isinstance(index, DatasetIndex) else DatasetIndex(index)
+        data = batch_class._parse_preloaded(preloaded, len(idx)) if preloaded is not None else {}
+        self._set(idx, batch_class, data, None)
+
+    def _set(
+        self,
+        index: DatasetIndex,
+        batch_class: type[Batch],
+        data: dict[str, np.ndarray],
+        source: DatasetIndex | None,
+    ) -> None:
+        object.__setattr__(self, "_index", index)
+        object.__setattr__(self, "_batch_class", batch_class)
+        object.__setattr__(self, "_data", data)
+        # the index the preloaded arrays are aligned with, when it is not ``_index``
+        object.__setattr__(self, "_source", source)
+        object.__setattr__(self, "_cursor", None)
+
+    def _derive(self, index: DatasetIndex) -> Dataset:
+        new = object.__new__(Dataset)
+        new._set(index, self._batch_class, self._data, self._source or self._index)
+        return new
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(
+            f"Dataset is immutable; cannot set {name!r}. Build a new one with "
+            "Dataset(index, batch_class, preloaded) or use split()/create_subset()."
+        )
+
+    # -- reading --------------------------------------------------------------------------
+    @property
+    def index(self) -> DatasetIndex:
+        return self._index
+
+    @property
+    def indices(self) -> np.ndarray:
+        return self._index.indices
+
+    @property
+    def batch_class(self) -> type[Batch]:
+        return self._batch_class
+
+    @property
+    def preloaded(self) -> Mapping[str, np.ndarray]:
+        """The whole-dataset arrays by component (aligned with the original index)."""
+        from types import MappingProxyType
+
+        return MappingProxyType(self._data)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __repr__(self) -> str:
+        comps = ", ".join(self._data) or "nothing preloaded"
+        return f"Dataset({len(self)} items, {self._batch_class.__name__}, {comps})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Dataset):
+            return NotImplemented
+        return (
+            self._batch_class is other._batch_class
+            and self._index == other._index
+            and self._source == other._source
+            and self._data.keys() == other._data.keys()
+            and all(self._data[k] is other._data[k] for k in self._data)
+        )
+
+    def __hash__(self) -> int:
+        return hash((self._batch_class, self._index))
+
+    def __reduce__(self):
+        return (_rebuild, (self._index, self._batch_class, self._data, self._source))
+
+    # -- batches --------------------------------------------------------------------------
+    def _batch_at(self, positions: np.ndarray, ctx: BatchContext | None = None) -> Batch:
+        """The batch of the items at ``positions`` of this dataset's index (hot path)."""
+        ids = self._index.indices[positions]
+        ids.flags.writeable = False
+        data: dict[str, np.ndarray] = {}
+        if self._data:
+            rows = positions if self._source is None else self._source.get_pos(ids)
+            for name, arr in self._data.items():
+                part = arr[rows]
+                part.flags.writeable = False
+                data[name] = part
+        return self._batch_class._make(ids, data, ctx)
+
+    def create_batch(self, ids: Any) -> Batch:
+        """The batch of the items with these ids (in this order)."""
+        positions = self._index.get_pos(np.asarray(ids) if not isinstance(ids, np.ndarray) else ids)
+        return self._batch_at(np.atleast_1d(positions))
+
+    # -- new datasets ---------------------------------------------------------------------
+    def create_subset(self, ids: Any) -> Dataset:
+        """A dataset of some of these items; it shares the preloaded arrays."""
+        return self._derive(self._index.create_subset(ids))
+
+    def split(self, shares: Any = 0.8, shuffle: Any = False, seed: Any = None) -> tuple[Dataset, ...]:
+        """Split into new datasets (see :meth:`DatasetIndex.split`); this one is unchanged."""
+        return tuple(self._derive(i) for i in self._index.split(shares, shuffle=shuffle, seed=seed))
+
+    # -- pipelines ------------------------------------------------------------------------
+    def pipeline(self, config: Mapping[str, Any] | None = None) -> Pipeline:
+        """A new, empty pipeline linked to this dataset."""
+        from .pipeline import Pipeline
+
+        return Pipeline(config) << self
+
+    @property
+    def p(self) -> Pipeline:
+        """Shorthand for :meth:`pipeline`: ``ds.p.normalize().run(32)``."""
+        return self.pipeline()
+
+    def __rshift__(self, pipeline: Pipeline) -> Pipeline:
+        """``dataset >> pipeline`` links the pipeline to this dataset."""
+        return pipeline << self
+
+    def gen_batch(self, batch_size: int, *args: Any, **kwargs: Any) -> Iterator[Batch]:
+        """Iterate over batches of this dataset (same arguments as :meth:`Pipeline.gen_batch`)."""
+        return self.p.gen_batch(batch_size, *args, **kwargs)
+
+    def next_batch(self, batch_size: int, *args: Any, **kwargs: Any) -> Batch:
+        """The next batch; successive calls with the same arguments continue one iteration."""
+        from .pipeline import _Cursor
+
+        cursor = self._cursor
+        if cursor is None:
+            cursor = _Cursor()
+            object.__setattr__(self, "_cursor", cursor)
+        return cursor.next(self.p, batch_size, args, kwargs)
+
+    def reset(self) -> None:
+        """Forget the iteration that :meth:`next_batch` continues."""
+        if self._cursor is not None:
+            self._cursor.reset()
+
+
+def _rebuild(index: DatasetIndex, batch_class: type[Batch], data: dict, source: Any) -> Dataset:
+    ds = object.__new__(Dataset)
+    frozen = {}
+    for k, v in data.items():
+        v.flags.writeable = False
+        frozen[k] = v
+    ds._set(index, batch_class, frozen, source)
+    return ds

@@ -1,0 +1,84 @@
+"""Exceptions raised by fpipe. Each message says what failed, where, and what to do."""
+
+from __future__ import annotations
+
+__all__ = [
+    "ActionError",
+    "FpipeError",
+    "ImmutableBatchError",
+    "ModelError",
+    "PipelineDefinitionError",
+    "ResumeError",
+    "did_you_mean",
+]
+
+import difflib
+from collections.abc import Iterable
+
+
+class FpipeError(Exception):
+    """Base class of every error fpipe raises on purpose."""
+
+
+class PipelineDefinitionError(FpipeError, ValueError):
+    """A pipeline was described in a way that cannot run (unknown action, bad argument...)."""
+
+
+class ActionError(FpipeError):
+    """A step failed while a batch went through it.
+
+    ``step`` is the step's name, ``position`` its place in the pipeline, ``batch_position``
+    the batch's number in the run (0-based) and ``batch_indices`` the ids of its items.
+    The original exception is chained as ``__cause__``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        step: str = "",
+        position: int = -1,
+        batch_position: int = -1,
+        batch_indices: object = None,
+    ) -> None:
+        super().__init__(message)
+        self.step = step
+        self.position = position
+        self.batch_position = batch_position
+        self.batch_indices = batch_indices
+
+    def __reduce__(self):  # keep the fields when the error crosses a process boundary
+        return (
+            _rebuild_action_error,
+            (self.args[0], self.step, self.position, self.batch_position, self.batch_indices),
+        )
+
+
+def _rebuild_action_error(message, step, position, batch_position, batch_indices):
+    return ActionError(
+        message,
+        step=step,
+        position=position,
+        batch_position=batch_position,
+        batch_indices=batch_indices,
+    )
+
+
+class ImmutableBatchError(FpipeError, AttributeError):
+    """Something tried to change a batch in place."""
+
+
+class ModelError(FpipeError, LookupError):
+    """A model could not be defined, found or built."""
+
+
+class ResumeError(FpipeError, ValueError):
+    """An iteration state does not belong to the pipeline it was given to."""
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """A ' Did you mean ...?' hint for a misspelt ``name``, or ''."""
+    close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.6)
+    if not close:
+        return ""
+    return " Did you mean " + " or ".join(repr(c) for c in close) + "?"

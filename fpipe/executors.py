@@ -1,0 +1,255 @@
+"""Executors: where the pure prefix of a pipeline runs while the driver goes on.
+
+A run splits its first stage in two. The *pure prefix* (steps that use no model,
+variable or lock) runs on workers: threads, processes or a Dask cluster. The rest
+runs on the driver, one batch at a time and in batch order, so the run's
+environment evolves exactly as in a sequential run. A step that turns out to touch
+the environment on a worker is handed back to the driver and run there.
+
+>>> resolve_executor(None, prefetch=0) is None   # sequential: everything on the driver
+True
+>>> type(resolve_executor(None, prefetch=4)).__name__
+'ThreadExecutor'
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import pickle
+import uuid
+from collections import OrderedDict
+from collections.abc import Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .batch import SkipBatch
+from .env import Environment
+from .errors import PipelineDefinitionError
+from .runstate import BatchContext, RunState
+from .steps import Step
+
+__all__ = [
+    "DaskExecutor",
+    "Executor",
+    "Job",
+    "ProcessExecutor",
+    "Task",
+    "ThreadExecutor",
+    "resolve_executor",
+    "work",
+]
+
+
+@dataclass(frozen=True)
+class Job:
+    """What every worker needs once per run (sent once, not per batch)."""
+
+    steps: tuple[Step, ...]
+    batch_class: type
+    dataset: Any
+    seed: int
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+
+@dataclass(frozen=True)
+class Task:
+    """One batch to prepare: where it is in the run and which dataset positions it holds."""
+
+    epoch: int
+    iteration: int
+    positions: np.ndarray
+
+
+_compiled: OrderedDict[str, Any] = OrderedDict()  # per-process memo: job token -> stage 0
+
+
+def _stage0(job: Job) -> Any:
+    stage = _compiled.get(job.token)
+    if stage is None:
+        from .interpreter import compile_program
+
+        stage = compile_program(job.steps, job.batch_class).stages[0]
+        _compiled[job.token] = stage
+        while len(_compiled) > 4:
+            _compiled.popitem(last=False)
+    return stage
+
+
+def work(job: Job, task: Task, run: RunState | None = None) -> tuple[Any, int]:
+    """Load one batch and run it through the pure prefix; return ``(batch, next_step)``.
+
+    ``batch`` is None when an action skipped it.
+    """
+    from .interpreter import run_compiled
+
+    own = run is None
+    if run is None:
+        run = RunState(seed=job.seed, env=Environment(), batch_class=job.batch_class, config={})
+    ctx = BatchContext(run, task.epoch, task.iteration, in_worker=True)
+    try:
+        batch = job.dataset._batch_at(task.positions, ctx)
+        out, position = run_compiled(_stage0(job), batch, ctx, worker=True)
+        return out._with_ctx(None), position
+    except SkipBatch:
+        return None, -1
+    finally:
+        if own:
+            run.close()
+
+
+class Executor:
+    """Base class: ``open`` once per run, ``submit`` one task per batch, ``close`` at the end."""
+
+    window = 1
+
+    def open(self, job: Job, run: RunState) -> None:
+        raise NotImplementedError
+
+    def submit(self, task: Task) -> Any:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class ThreadExecutor(Executor):
+    """Prepare up to ``workers`` batches ahead on threads of this process."""
+
+    def __init__(self, workers: int = 2) -> None:
+        if workers < 1:
+            raise ValueError(f"ThreadExecutor needs at least one worker, got {workers}")
+        self.window = workers
+        self._pool: ThreadPoolExecutor | None = None
+
+    def open(self, job: Job, run: RunState) -> None:
+        self._job, self._run = job, run
+        self._pool = ThreadPoolExecutor(self.window, thread_name_prefix="fpipe-prefetch")
+
+    def submit(self, task: Task) -> Future:
+        assert self._pool is not None
+        return self._pool.submit(work, self._job, task, self._run)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
+_process_job: Job | None = None
+
+
+def _process_init(payload: bytes) -> None:
+    global _process_job
+    _process_job = pickle.loads(payload)
+
+
+def _process_work(task: Task) -> tuple[Any, int]:
+    assert _process_job is not None
+    return work(_process_job, task)
+
+
+def check_picklable(job: Job) -> bytes:
+    """Pickle ``job``, or say which step (or the dataset) cannot be sent to a worker."""
+    try:
+        return pickle.dumps(job)
+    except Exception as exc:
+        culprit = "the dataset"
+        for i, step in enumerate(job.steps):
+            try:
+                pickle.dumps(step)
+            except Exception:
+                culprit = f"step {i} `{step.label}`"
+                break
+        raise PipelineDefinitionError(
+            f"{culprit} cannot be sent to worker processes ({type(exc).__name__}: {exc}). "
+            "Processes receive the pipeline by pickling: use module-level functions and "
+            "batch classes (no lambdas or local classes), or run with threads "
+            "(executor='threads')."
+        ) from exc
+
+
+class ProcessExecutor(Executor):
+    """Prepare batches in ``workers`` separate processes (started with ``spawn``)."""
+
+    def __init__(self, workers: int = 2, *, window: int | None = None, start_method: str = "spawn"):
+        if workers < 1:
+            raise ValueError(f"ProcessExecutor needs at least one worker, got {workers}")
+        self.workers = workers
+        self.window = window or 2 * workers
+        self.start_method = start_method
+        self._pool: ProcessPoolExecutor | None = None
+
+    def open(self, job: Job, run: RunState) -> None:
+        payload = check_picklable(job)
+        self._pool = ProcessPoolExecutor(
+            self.workers,
+            mp_context=multiprocessing.get_context(self.start_method),
+            initializer=_process_init,
+            initargs=(payload,),
+        )
+
+    def submit(self, task: Task) -> Future:
+        assert self._pool is not None
+        return self._pool.submit(_process_work, task)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
+class DaskExecutor(Executor):
+    """Prepare batches on a Dask ``distributed`` cluster through ``client``.
+
+    The job is scattered to the workers once; each batch is one task, retried on
+    another worker if its worker dies.
+    """
+
+    def __init__(self, client: Any, *, window: int | None = None, retries: int = 0) -> None:
+        self.client = client
+        n_workers = max(1, len(client.scheduler_info().get("workers", {})))
+        self.window = window or 2 * n_workers
+        self.retries = retries
+        self._job: Any = None
+
+    def open(self, job: Job, run: RunState) -> None:
+        check_picklable(job)
+        self._job = self.client.scatter(job, broadcast=True, hash=False)
+
+    def submit(self, task: Task) -> Any:
+        return self.client.submit(work, self._job, task, pure=False, retries=self.retries)
+
+    def close(self) -> None:
+        if self._job is not None:
+            self._job.release()
+            self._job = None
+
+
+def _is_dask_client(obj: Any) -> bool:
+    return type(obj).__module__.startswith("distributed") and hasattr(obj, "submit")
+
+
+def resolve_executor(executor: Any, prefetch: int = 0) -> Executor | None:
+    """Turn ``executor=`` and ``prefetch=`` into an Executor, or None for a sequential run.
+
+    ``executor`` is None or ``"threads"`` (threads, ``prefetch`` of them), ``"processes"``,
+    a ``distributed.Client``, or an :class:`Executor`.
+    """
+    if isinstance(prefetch, bool) or not isinstance(prefetch, (int, np.integer)) or prefetch < 0:
+        raise ValueError(f"prefetch must be an int >= 0, got {prefetch!r}")
+    window = int(prefetch) or None
+    if isinstance(executor, Executor):
+        return executor
+    if executor is None or executor == "threads":
+        return ThreadExecutor(window) if window else None
+    if executor == "processes":
+        return ProcessExecutor(workers=2, window=window)
+    if _is_dask_client(executor):
+        return DaskExecutor(executor, window=window)
+    if executor == "sequential":
+        return None
+    choices: Sequence[str] = ("'threads'", "'processes'", "'sequential'", "a distributed.Client")
+    raise ValueError(f"unknown executor {executor!r}; use one of {', '.join(choices)}")

@@ -1,0 +1,187 @@
+"""The machinery of one run: the environment cell, lock tokens, pools and batch contexts.
+
+None of this lives in a :class:`~fpipe.Pipeline`. A run creates a :class:`RunState`,
+threads an :class:`~fpipe.env.Environment` through it and drops it at the end;
+what remains is the final environment (on the pipeline ``run()`` returns) and,
+for resumable iteration, an :class:`~fpipe.plan.IterState`.
+
+Inside an action, ``batch.pipeline`` is the batch's :class:`BatchContext`: it reads
+and writes variables, finds models and knows the config.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from . import rng
+from .env import Environment, resolve_model
+
+__all__ = ["BatchContext", "NeedsDriver", "RunState"]
+
+
+class NeedsDriver(BaseException):
+    """Internal signal: a step touched the run's environment while running on a worker.
+
+    The worker hands the batch back as it was before that step, and the driver runs
+    the step again, in batch order. It derives from BaseException so that a user's
+    ``except Exception`` inside an action cannot swallow it.
+    """
+
+
+class RunState:
+    """The mutable shell of one run around its immutable environment."""
+
+    def __init__(
+        self,
+        *,
+        seed: int,
+        env: Environment,
+        batch_class: type | None,
+        config: Mapping[str, Any],
+        batch_size: int | None = None,
+    ) -> None:
+        self.seed = seed
+        self.batch_class = batch_class
+        self.config = config
+        self.batch_size = batch_size
+        self._env = env
+        self._mutex = threading.RLock()
+        self._locks: dict[str, threading.Lock] = {}
+        self._pool: ThreadPoolExecutor | None = None
+        self._closers: list[Callable[[], Any]] = []
+        self.resources: dict[Any, Any] = {}  # per-run helpers of steps (join/merge sources)
+
+    # -- the environment cell ------------------------------------------------------------
+    @property
+    def env(self) -> Environment:
+        return self._env
+
+    def swap(self, fn: Callable[[Environment], Environment]) -> Environment:
+        """Replace the environment by ``fn(env)`` atomically and return the new one."""
+        with self._mutex:
+            self._env = fn(self._env)
+            return self._env
+
+    def get_model(self, name: str, batch: Any) -> Any:
+        with self._mutex:  # a dynamic model is built once even if asked for concurrently
+            descriptor, self._env = resolve_model(
+                self._env, name, batch, self.batch_class, self.config_for
+            )
+            return descriptor
+
+    def config_for(self, name: str, own: Mapping[str, Any] | None) -> dict[str, Any]:
+        """init_model's config over the pipeline config's section named after the model."""
+        merged = dict(self.config.get(name) or {})
+        merged.update(own or {})
+        return merged
+
+    def lock(self, name: str) -> threading.Lock:
+        with self._mutex:
+            lk = self._locks.get(name)
+            if lk is None:
+                lk = self._locks[name] = threading.Lock()
+                self._env = self._env.with_lock(name)
+            return lk
+
+    def lock_is_held(self, name: str) -> bool:
+        lk = self._locks.get(name)
+        return lk is not None and lk.locked()
+
+    # -- shared helpers -------------------------------------------------------------------
+    def pool(self) -> ThreadPoolExecutor:
+        """The run's one bounded thread pool for in-batch parallelism."""
+        with self._mutex:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(
+                    max_workers=min(32, (os.cpu_count() or 2) * 2),
+                    thread_name_prefix="fpipe-inbatch",
+                )
+            return self._pool
+
+    def on_close(self, fn: Callable[[], Any]) -> None:
+        self._closers.append(fn)
+
+    def close(self) -> None:
+        closers, self._closers = self._closers, []
+        for fn in reversed(closers):
+            fn()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
+class BatchContext:
+    """What a batch knows of its run: ``batch.pipeline`` inside an action."""
+
+    __slots__ = ("_rng", "_rng_step", "batch", "epoch", "in_worker", "iteration", "run", "step")
+
+    def __init__(self, run: RunState, epoch: int, iteration: int, in_worker: bool = False):
+        self.run = run
+        self.epoch = epoch
+        self.iteration = iteration
+        self.in_worker = in_worker
+        self.step: tuple[int, ...] = ()
+        self.batch: Any = None  # the input of the step now running (dynamic models see it)
+        self._rng: np.random.Generator | None = None
+        self._rng_step: tuple[int, ...] | None = None
+
+    def view(self) -> BatchContext:
+        if self.in_worker:
+            raise NeedsDriver
+        return self
+
+    # -- randomness -----------------------------------------------------------------------
+    def random(self) -> np.random.Generator:
+        if self._rng_step != self.step:
+            self._rng = rng.derive(
+                self.run.seed, rng.PURPOSE_BATCH, self.epoch, self.iteration, *self.step
+            )
+            self._rng_step = self.step
+        assert self._rng is not None
+        return self._rng
+
+    def item_random(self, item: int) -> np.random.Generator:
+        return rng.derive(
+            self.run.seed, rng.PURPOSE_ITEM, self.epoch, self.iteration, *self.step, item
+        )
+
+    def coin(self, path: tuple[int, ...]) -> float:
+        """A uniform draw in [0, 1) for a ``p @ prob`` step at ``path``."""
+        gen = rng.derive(self.run.seed, rng.PURPOSE_MAYBE, self.epoch, self.iteration, *path)
+        return float(gen.random())
+
+    # -- what actions call through batch.pipeline -----------------------------------------
+    @property
+    def config(self) -> Mapping[str, Any]:
+        return self.run.config
+
+    @property
+    def seed(self) -> int:
+        return self.run.seed
+
+    def get_variable(self, name: str, *default: Any) -> Any:
+        return self.run.env.get_variable(name, *default)
+
+    def has_variable(self, name: str) -> bool:
+        return name in self.run.env.variables
+
+    def set_variable(self, name: str, value: Any) -> None:
+        self.run.swap(lambda env: env.set_variable(name, value))
+
+    assign_variable = set_variable
+
+    def update_variable(self, name: str, value: Any, mode: str = "w") -> None:
+        self.run.swap(lambda env: env.update_variable(name, value, mode))
+
+    def get_model_by_name(self, name: str, batch: Any = None) -> Any:
+        return self.run.get_model(name, self.batch if batch is None else batch)
+
+    @property
+    def models(self) -> dict[str, Any]:
+        return self.run.env.models
