@@ -45,7 +45,7 @@ class ActionDefinition:
         self.use_lock = use_lock
         self.name: str = getattr(fn, "__name__", "action")
         self.owner: type | None = None
-        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        functools.update_wrapper(self, fn)
 
     @property
     def needs_env(self) -> bool:

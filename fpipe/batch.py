@@ -40,7 +40,7 @@ _IMMUTABLE_HINT = (
 )
 
 
-class SkipBatch(Exception):  # noqa: N818 - it is a signal, not an error
+class SkipBatch(Exception):
     """Raise inside an action to drop the current batch from the run's output."""
 
 
@@ -51,7 +51,7 @@ def freeze(value: Any, n_items: int, name: str) -> np.ndarray | None:
     if isinstance(value, np.ndarray):
         if value.flags.writeable:
             value = value.view()
-            value.flags.writeable = False
+            value.setflags(False)
     else:
         value = _as_array(value, n_items, name)
     if value.ndim == 0 or len(value) != n_items:
@@ -71,7 +71,7 @@ def _as_array(value: Any, n_items: int, name: str) -> np.ndarray:
         arr[:] = list(value)
     if arr is value:  # a read-only view for array-likes numpy returns unchanged
         arr = arr.view()
-    arr.flags.writeable = False
+    arr.setflags(False)
     return arr
 
 
@@ -91,7 +91,12 @@ class Batch:
     """
 
     components: ClassVar[tuple[str, ...] | None] = None
-    __slots__ = ("_ctx", "_data", "_indices", "_index")
+    # ``_index`` is a lazily filled cache of ``index``; the other three are always set.
+    __slots__ = ("_ctx", "_data", "_index", "_indices")
+    _ctx: BatchContext | None
+    _data: dict[str, Any]
+    _index: DatasetIndex
+    _indices: np.ndarray
 
     _component_names: ClassVar[tuple[str, ...]] = (_DATA,)
     _component_set: ClassVar[frozenset[str]] = frozenset((_DATA,))
@@ -143,6 +148,7 @@ class Batch:
     @classmethod
     def _parse_preloaded(cls, preloaded: Any, n: int) -> dict[str, Any]:
         names = cls._component_names
+        items: Iterable[tuple[str, Any]]
         if preloaded is None:
             return {}
         if isinstance(preloaded, Mapping):
@@ -160,7 +166,7 @@ class Batch:
                     f"{len(names)} components {list(names)}; pass one array per component "
                     "or a dict"
                 )
-            items = zip(names, preloaded)
+            items = zip(names, preloaded, strict=True)
         elif names == (_DATA,):
             items = ((_DATA, preloaded),)
         else:
@@ -175,11 +181,10 @@ class Batch:
         cls, indices: np.ndarray, data: dict[str, Any], ctx: BatchContext | None = None
     ) -> Batch:
         """Build a batch from already-frozen parts (no validation: fpipe's own hot path)."""
-        b = object.__new__(cls)
-        object.__setattr__(b, "_indices", indices)
-        object.__setattr__(b, "_data", data)
-        object.__setattr__(b, "_ctx", ctx)
-        object.__setattr__(b, "_index", None)
+        b = _new(cls)
+        _set_indices(b, indices)
+        _set_data(b, data)
+        _set_ctx(b, ctx)
         return b
 
     def _with_ctx(self, ctx: BatchContext | None) -> Batch:
@@ -214,12 +219,22 @@ class Batch:
                     f"{list(self._component_names)}.{did_you_mean(name, allowed)} "
                     "Declare it in `components` to add it."
                 )
+            if value.__class__ is np.ndarray and value.ndim and len(value) == n:
+                if value.flags.writeable:  # the common case, inlined: a read-only view
+                    value = value.view()
+                    value.setflags(False)  # positional: twice as fast as write=False
+                data[name] = value
+                continue
             frozen = freeze(value, n, name)
             if frozen is None:
                 data.pop(name, None)
             else:
                 data[name] = frozen
-        return self._make(self._indices, data, self._ctx)
+        b = _new(type(self))
+        _set_indices(b, self._indices)
+        _set_data(b, data)
+        _set_ctx(b, self._ctx)
+        return b
 
     # -- reading --------------------------------------------------------------------------
     @property
@@ -230,7 +245,7 @@ class Batch:
     @property
     def index(self) -> DatasetIndex:
         """The batch's ids as a :class:`~fpipe.DatasetIndex`."""
-        idx = self._index
+        idx = getattr(self, "_index", None)
         if idx is None:
             from .index import DatasetIndex
 
@@ -367,7 +382,7 @@ class Batch:
                     f"cannot merge batches where component {name!r} is loaded in some and "
                     "missing in others"
                 )
-            data[name] = _readonly(np.concatenate(parts))
+            data[name] = _readonly(np.concatenate(parts))  # type: ignore[arg-type]
         return kind._make(indices, data, first._ctx)
 
     def split(self, sizes: Iterable[int]) -> list[Batch]:
@@ -409,8 +424,16 @@ class _Item:
 
 
 def _readonly(arr: np.ndarray) -> np.ndarray:
-    arr.flags.writeable = False
+    arr.setflags(False)
     return arr
+
+
+# Batches are built on the hot path: set the slots through their descriptors, which
+# is faster than object.__setattr__ and bypasses Batch.__setattr__ (which refuses).
+_new = object.__new__
+_set_indices = Batch.__dict__["_indices"].__set__
+_set_data = Batch.__dict__["_data"].__set__
+_set_ctx = Batch.__dict__["_ctx"].__set__
 
 
 def _shape(value: Any) -> str:

@@ -39,6 +39,11 @@ class Dataset:
     """
 
     __slots__ = ("_batch_class", "_cursor", "_data", "_index", "_source")
+    _batch_class: type[Batch]
+    _cursor: Any
+    _data: dict[str, np.ndarray]
+    _index: DatasetIndex
+    _source: DatasetIndex | None
 
     def __init__(
         self,
@@ -125,13 +130,13 @@ class Dataset:
     def _batch_at(self, positions: np.ndarray, ctx: BatchContext | None = None) -> Batch:
         """The batch of the items at ``positions`` of this dataset's index (hot path)."""
         ids = self._index.indices[positions]
-        ids.flags.writeable = False
+        ids.setflags(False)
         data: dict[str, np.ndarray] = {}
         if self._data:
             rows = positions if self._source is None else self._source.get_pos(ids)
             for name, arr in self._data.items():
                 part = arr[rows]
-                part.flags.writeable = False
+                part.setflags(False)
                 data[name] = part
         return self._batch_class._make(ids, data, ctx)
 

@@ -29,8 +29,8 @@ __all__ = ["DatasetIndex", "FilesIndex"]
 
 IndexLike: TypeAlias = "int | range | Sequence[Any] | np.ndarray | DatasetIndex"
 
-# Mixed into the shuffle stream's path so that splitting an index never draws the
-# same permutation as shuffling epoch 0x5917 of a plan with the same seed.
+# The "epoch" slot of a split's shuffle stream: a fixed tag, so that splitting with seed s
+# does not draw the same permutation as epoch 0 of a batch plan with seed s.
 _SPLIT_TAG = 0x5917
 _SHARE_TOL = 1e-9
 _INT64_MAX = np.iinfo(np.int64).max
@@ -83,6 +83,14 @@ def _normalize_ids(arr: np.ndarray) -> np.ndarray:
     )
 
 
+def _seq_to_array(seq: list[Any] | tuple[Any, ...], what: str) -> np.ndarray:
+    arr = np.asarray(seq)
+    # numpy silently turns [1, "a"] into ["1", "a"]
+    if arr.dtype.kind == "U" and arr.ndim == 1 and not all(isinstance(x, str) for x in seq):
+        raise TypeError(f"{what} must be all ints or all strings, not a mix: {_show(seq)}")
+    return arr
+
+
 def _as_id_array(ids: object, what: str) -> np.ndarray:
     """Turn a sequence / iterable / array of ids into a 1-D array (not yet validated)."""
     if isinstance(ids, DatasetIndex):
@@ -92,14 +100,18 @@ def _as_id_array(ids: object, what: str) -> np.ndarray:
             f"{what} must be a sequence of ids, not a single {type(ids).__name__} {ids!r}; "
             f"wrap it in a list"
         )
-    if not isinstance(ids, (np.ndarray, list, tuple)):
+    if isinstance(ids, np.ndarray):
+        arr = ids
+    elif isinstance(ids, (list, tuple)):
+        arr = _seq_to_array(ids, what)
+    else:
         try:
-            ids = list(ids)  # type: ignore[call-overload]
+            items = list(ids)  # type: ignore[call-overload]
         except TypeError:
             raise TypeError(
                 f"{what} must be an int, a range, or a sequence of ids, not {type(ids).__name__}"
             ) from None
-    arr = np.asarray(ids)
+        arr = _seq_to_array(items, what)
     if arr.ndim != 1:
         raise ValueError(f"{what} must be 1-D, got an array of shape {arr.shape}")
     if arr.size == 0:
@@ -215,6 +227,10 @@ class DatasetIndex:
     _hash: int | None
 
     def __init__(self, index: IndexLike) -> None:
+        if type(index) is np.ndarray and index.dtype == np.int64 and index.ndim == 1 and len(index):
+            arr = index if _is_frozen(index) else _readonly(index.copy())  # the common case
+            self._set(arr, *_analyse(arr, check_unique=True))
+            return
         if isinstance(index, DatasetIndex):
             self._set(index._ids, index._is_range, index._is_sorted)
             object.__setattr__(self, "_sorter", index._sorter)
@@ -394,16 +410,23 @@ class DatasetIndex:
             arr = id._ids
         elif isinstance(id, np.ndarray):
             arr = id
+        elif isinstance(id, (list, tuple)):
+            arr = _seq_to_array(id, "ids")
         else:
             try:
-                arr = np.asarray(id if isinstance(id, (list, tuple)) else list(id))
+                items = list(id)
             except TypeError:
                 raise TypeError(
                     f"get_pos takes an id or an iterable of ids, not {type(id).__name__}"
                 ) from None
+            arr = _seq_to_array(items, "ids")
         if arr.size == 0:
             return np.empty(arr.shape, dtype=np.int64)
-        arr = _normalize_ids(arr.ravel()).reshape(arr.shape)
+        if arr.dtype != np.int64 and arr.dtype.kind != "U":
+            try:
+                arr = _normalize_ids(arr.ravel()).reshape(arr.shape)
+            except ValueError:  # unsigned ids beyond int64 cannot be in the index
+                raise self._missing(arr[arr > _INT64_MAX].tolist()) from None
         if arr.dtype.kind != kind:
             raise self._missing(arr.ravel().tolist())
         if self._is_range:

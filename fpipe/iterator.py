@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -90,7 +90,9 @@ class PipelineIterator:
                 )
             plan = plan.resume(state)
         self._plan = plan
-        self._state = state if state is not None else plan.initial_state()
+        self._start = state if state is not None else plan.initial_state()
+        # (epoch, batch_in_epoch, iteration) after the last batch handed out
+        self._at = (self._start.epoch, self._start.batch_in_epoch, self._start.iteration)
         env = self._program.start_env(previous=pipeline._env)
         if restore is not None:
             env = replace(
@@ -107,11 +109,11 @@ class PipelineIterator:
             batch_size=plan.batch_size,
         )
         self._executor = resolve_executor(executor, prefetch)
-        self._gen = self._generate()
+        self._gen: Generator[Batch, None, None] = self._generate()
 
     # -- the iterator protocol ------------------------------------------------------------
-    def __iter__(self) -> PipelineIterator:
-        return self
+    def __iter__(self) -> Iterator[Batch]:
+        return self._gen
 
     def __next__(self) -> Batch:
         return next(self._gen)
@@ -144,14 +146,16 @@ class PipelineIterator:
                 "get_state() is not available for a pipeline with rebatch: the items it "
                 "buffers between batches are not part of the state"
             )
-        return self._state
+        epoch, in_epoch, iteration = self._at
+        plan = self._plan
+        return IterState(plan.seed, epoch, in_epoch, iteration, plan.fingerprint)
 
     def result(self) -> Pipeline:
         """The pipeline, holding this run's environment (what ``run()`` returns)."""
         return self._pipeline._with_env(self._run.env)
 
     # -- the engine -----------------------------------------------------------------------
-    def _generate(self) -> Iterator[Batch]:
+    def _generate(self) -> Generator[Batch, None, None]:
         try:
             stream = self._first_stage()
             for k, rb in enumerate(self._program.rebatches, start=1):
@@ -160,34 +164,30 @@ class PipelineIterator:
         finally:
             self._run.close()
 
-    def _coords(self, state: IterState) -> tuple[int, int]:
-        epoch = state.epoch if state.batch_in_epoch > 0 else state.epoch - 1
-        return epoch, state.iteration - 1
-
     def _first_stage(self) -> Iterator[Batch]:
         steps = self._program.stages[0]
         run, dataset = self._run, self._dataset
-        source = self._plan.iterate(self._state)
+        source = self._plan.coordinates(self._start)
         executor = self._executor
         if executor is None:
-            for state, positions in source:
-                epoch, iteration = self._coords(state)
-                ctx = BatchContext(run, epoch, iteration)
+            batch_at = dataset._batch_at
+            for epoch, in_epoch, after, positions in source:
+                ctx = BatchContext(run, epoch, after - 1)
                 try:
-                    out = run_compiled(steps, dataset._batch_at(positions, ctx), ctx)
+                    out = run_compiled(steps, batch_at(positions, ctx), ctx)
                 except SkipBatch:
                     out = None
-                self._state = state
+                self._at = (epoch, in_epoch, after)
                 if out is not None:
                     yield out
             return
         job = Job(self._pipeline._steps, dataset.batch_class, dataset, self._plan.seed)
         executor.open(job, run)
-        pending: deque[tuple[IterState, int, int, Any]] = deque()
+        pending: deque[tuple[tuple[int, int, int], Any]] = deque()
         try:
-            for state, positions in source:
-                epoch, iteration = self._coords(state)
-                pending.append((state, epoch, iteration, executor.submit(Task(epoch, iteration, positions))))
+            for epoch, in_epoch, after, positions in source:
+                task = Task(epoch, after - 1, positions)
+                pending.append(((epoch, in_epoch, after), executor.submit(task)))
                 if len(pending) > executor.window:
                     out = self._finish(*pending.popleft())
                     if out is not None:
@@ -201,12 +201,12 @@ class PipelineIterator:
                 future.cancel()
             executor.close()
 
-    def _finish(self, state: IterState, epoch: int, iteration: int, future: Any) -> Batch | None:
+    def _finish(self, at: tuple[int, int, int], future: Any) -> Batch | None:
         batch, position = future.result()
-        self._state = state
+        self._at = at
         if batch is None:
             return None
-        ctx = BatchContext(self._run, epoch, iteration)
+        ctx = BatchContext(self._run, at[0], at[2] - 1)
         try:
             return run_compiled(self._program.stages[0], batch._with_ctx(ctx), ctx, position)
         except SkipBatch:

@@ -94,7 +94,7 @@ def inbatch_parallel(init: Any, post: Any = None, target: str = "threads") -> Ca
         def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
             items = _items(self, init, args, kwargs)
             once = items is None
-            todo = [None] if once else items
+            todo: Sequence[Any] = [None] if items is None else items
 
             def call(j: int, item: Any) -> Any:
                 kw = {**kwargs, "rng": self.random_for(j)} if wants_rng else kwargs

@@ -88,11 +88,12 @@ class Pipeline:
     _config: PMap
     _lazy: PMap | None
     _env: Environment | None
+    _cursor: _Cursor | None
 
     def __init__(self, config: Mapping[str, Any] | None = None) -> None:
         self._set((), None, _freeze_config(config), None, None)
 
-    def _set(self, steps, dataset, config, lazy, env) -> None:  # type: ignore[no-untyped-def]
+    def _set(self, steps, dataset, config, lazy, env) -> None:
         object.__setattr__(self, "_steps", steps)
         object.__setattr__(self, "_dataset", dataset)
         object.__setattr__(self, "_config", config)
@@ -217,7 +218,7 @@ class Pipeline:
     __rmul__ = __mul__
 
     def __matmul__(self, prob: object) -> Pipeline:
-        if isinstance(prob, bool) or not isinstance(prob, numbers.Real) or not 0 <= prob <= 1:
+        if isinstance(prob, bool) or not isinstance(prob, numbers.Real) or not 0 <= float(prob) <= 1:
             raise ValueError(
                 f"`pipeline @ prob` takes a probability in [0, 1], not {prob!r}"
             )
@@ -475,7 +476,7 @@ class Pipeline:
     def _run_args(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, Any]:
         if len(args) > len(_RUN_ORDER):
             raise TypeError(f"too many positional arguments; the order is {', '.join(_RUN_ORDER)}")
-        given = dict(zip(_RUN_ORDER, args))
+        given = dict(zip(_RUN_ORDER, args, strict=False))
         for key, value in kwargs.items():
             if key not in _RUN_DEFAULTS:
                 raise TypeError(
@@ -506,7 +507,6 @@ class Pipeline:
         Arguments: ``batch_size, shuffle=False, n_epochs=1, n_iters=None, drop_last=False,
         prefetch=0, seed=None, executor=None`` and ``state=`` to resume.
         """
-        from .iterator import PipelineIterator
 
         return self._iterator(self._run_args(args, kwargs), state=state)
 
@@ -565,7 +565,7 @@ class Pipeline:
         few batches and resumes from the last save.
         """
         if lazy:
-            given = dict(zip(_RUN_ORDER, args))
+            given = dict(zip(_RUN_ORDER, args, strict=False))
             self._run_args(args, kwargs)  # validate names
             given.update(kwargs)
             return self._new(lazy=pmap({**dict(self._lazy or {}), **given}))
@@ -654,7 +654,7 @@ def _check_sources(what: str, sources: tuple[Any, ...]) -> None:
             )
 
 
-def _rebuild(steps, dataset, config, lazy, env) -> Pipeline:  # type: ignore[no-untyped-def]
+def _rebuild(steps, dataset, config, lazy, env) -> Pipeline:
     p = object.__new__(Pipeline)
     p._set(steps, dataset, pmap(config), pmap(lazy) if lazy is not None else None, env)
     return p

@@ -368,6 +368,18 @@ class BatchPlan:
         >>> [(st.epoch, st.batch_in_epoch, pos.tolist()) for st, pos in plan.iterate()]
         [(0, 1, [0, 1]), (0, 2, [2]), (1, 1, [0, 1]), (1, 2, [2])]
         """
+        seed, fp = self.seed, self.fingerprint
+        return (
+            (IterState(seed, epoch, in_epoch, it, fp), positions)
+            for epoch, in_epoch, it, positions in self.coordinates(state)
+        )
+
+    def coordinates(
+        self, state: IterState | None = None
+    ) -> Iterator[tuple[int, int, int, np.ndarray]]:
+        """Like :meth:`iterate`, but yield the numbers of each ``state_after``
+        ``(epoch, batch_in_epoch, iteration, positions)`` instead of an IterState
+        per batch (the pipeline's hot path builds a state only when asked for one)."""
         if state is None:
             state = self.initial_state()
         else:
@@ -378,18 +390,17 @@ class BatchPlan:
                     f"has seed={self.seed}; call plan.resume(state) first to continue with "
                     "the state's seed"
                 )
+            if not 0 <= state.batch_in_epoch <= self.batches_per_epoch or state.epoch < 0:
+                raise ResumeError(
+                    f"iteration state {state} is inconsistent with this plan "
+                    f"({self.batches_per_epoch} batches per epoch)"
+                )
         return self._iterate(state)
 
-    def _iterate(self, state: IterState) -> Iterator[tuple[IterState, np.ndarray]]:
+    def _iterate(self, state: IterState) -> Iterator[tuple[int, int, int, np.ndarray]]:
         per_epoch = self.batches_per_epoch
-        if not 0 <= state.batch_in_epoch <= per_epoch or state.epoch < 0:
-            raise ResumeError(
-                f"iteration state {state} is inconsistent with this plan "
-                f"({per_epoch} batches per epoch)"
-            )
         n, bs = self.n_items, self.batch_size
         n_epochs, n_iters = self.n_epochs, self.n_iters
-        seed, fp = self.seed, self.fingerprint
         epoch, first, it = state.epoch, state.batch_in_epoch, state.iteration
         if n_iters is not None and it >= n_iters:
             return
@@ -400,7 +411,7 @@ class BatchPlan:
                     return
                 it += 1
                 start = b * bs
-                yield IterState(seed, epoch, b + 1, it, fp), order[start : min(start + bs, n)]
+                yield epoch, b + 1, it, order[start : min(start + bs, n)]
             epoch += 1
             first = 0
             if n_iters is not None and it >= n_iters:

@@ -20,7 +20,7 @@ import numpy as np
 from .actions import ActionDefinition, check_result
 from .env import Environment
 from .errors import ModelError, PipelineDefinitionError, did_you_mean
-from .models import ModelDefinition, find_definition
+from .models import ModelDefinition
 
 if TYPE_CHECKING:
     from .batch import Batch
@@ -53,7 +53,7 @@ def values_equal(a: Any, b: Any) -> bool:
     if isinstance(a, np.ndarray):
         return a.shape == b.shape and a.dtype == b.dtype and bool(np.array_equal(a, b))
     if isinstance(a, (tuple, list)):
-        return len(a) == len(b) and all(values_equal(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(values_equal(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, Mapping):
         return a.keys() == b.keys() and all(values_equal(a[k], b[k]) for k in a)
     try:
@@ -120,10 +120,8 @@ class Step:
         )
 
     def __hash__(self) -> int:
-        return hash(
-            (type(self).__name__,)
-            + tuple(_hash(getattr(self, f)) for f in self.__dataclass_fields__)  # type: ignore[attr-defined]
-        )
+        fields = self.__dataclass_fields__  # type: ignore[attr-defined]
+        return hash((type(self).__name__, *(_hash(getattr(self, f)) for f in fields)))
 
 
 def action_definition(batch_class: type, name: str) -> ActionDefinition:
@@ -157,6 +155,9 @@ def _call(
         if not args and not kw:
             return fn
         if not kw:
+            if len(args) == 1:  # the common case, without tuple unpacking
+                (a0,) = args
+                return lambda b: fn(b, a0)
             return lambda b: fn(b, *args)
         return lambda b: fn(b, *args, **kw)
 
