@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -75,6 +74,8 @@ class Checkpoint:
                 "Keep model weights in pipeline variables (numpy arrays pickle), or pass "
                 "Checkpoint(..., models=False) and save the model yourself."
             ) from exc
+        import tempfile
+
         folder = os.path.dirname(os.path.abspath(self.path))
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".fpipe-ckpt-")
         try:

@@ -14,12 +14,11 @@ True
 
 from __future__ import annotations
 
-import multiprocessing
 import pickle
 import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -180,9 +179,12 @@ class ProcessExecutor(Executor):
         self.workers = workers
         self.window = window or 2 * workers
         self.start_method = start_method
-        self._pool: ProcessPoolExecutor | None = None
+        self._pool: Any = None
 
     def open(self, job: Job, run: RunState) -> None:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
         payload = check_picklable(job)
         self._pool = ProcessPoolExecutor(
             self.workers,

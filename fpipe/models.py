@@ -24,12 +24,21 @@ subclasses of :class:`~fpipe.Batch` (definitions only, never built models).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
+
+from toolz import merge
 
 from .errors import ModelError, did_you_mean
 
-__all__ = ["MODES", "ModelDefinition", "definitions_of", "find_definition", "model"]
+__all__ = [
+    "MODES",
+    "ModelDefinition",
+    "definitions_of",
+    "find_definition",
+    "model",
+    "model_config",
+]
 
 MODES = ("global", "static", "dynamic")
 _UNBUILT = object()
@@ -122,6 +131,18 @@ def model(fn: Any = None, /, *, mode: str = "global") -> Any:
     if mode not in MODES:
         raise ValueError(f"unknown model mode {mode!r}; use one of {', '.join(MODES)}")
     return lambda f: ModelDefinition(f, mode)
+
+
+def model_config(
+    pipeline_config: Mapping[str, Any], name: str, own: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """What a factory receives: ``init_model``'s config over the pipeline config's
+    section named after the model.
+
+    >>> model_config({"net": {"units": 8, "lr": 0.1}}, "net", {"lr": 0.01})
+    {'units': 8, 'lr': 0.01}
+    """
+    return merge(pipeline_config.get(name) or {}, own or {})
 
 
 def definitions_of(batch_class: type) -> dict[str, ModelDefinition]:

@@ -24,7 +24,6 @@ a generator of its own per item (see :meth:`Batch.random_for`).
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
 from collections.abc import Callable, Sequence
@@ -64,6 +63,8 @@ def _resolve(batch: Any, fn: Any) -> Callable[..., Any]:
 
 
 def _run_async(calls: list[Callable[[], Any]]) -> list[Any]:
+    import asyncio  # only async in-batch parallelism needs it
+
     async def gather() -> list[Any]:
         return await asyncio.gather(*(c() for c in calls), return_exceptions=True)
 

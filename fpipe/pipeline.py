@@ -33,7 +33,7 @@ from .batch import Batch
 from .dataset import Dataset
 from .env import Environment, lookup_model
 from .errors import FpipeError, ModelError, PipelineDefinitionError, did_you_mean
-from .models import definitions_of, find_definition
+from .models import definitions_of, find_definition, model_config
 from .steps import (
     ActionStep,
     ApplyStep,
@@ -379,9 +379,9 @@ class Pipeline:
         own = dict(config or {})
         descriptor = None
         if definition.mode == "static":
-            merged = dict(self._config.get(definition.name) or {})
-            merged.update(own)
-            descriptor = definition.build(_StaticView(self), merged)
+            descriptor = definition.build(
+                _StaticView(self), model_config(self._config, definition.name, own)
+            )
         return self._with_steps(InitModel(definition.name, definition, pmap(own), descriptor))
 
     def import_model(self, name: str, source: Pipeline) -> Pipeline:

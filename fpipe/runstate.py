@@ -21,6 +21,7 @@ import numpy as np
 
 from . import rng
 from .env import Environment, resolve_model
+from .models import model_config
 
 __all__ = ["BatchContext", "NeedsDriver", "RunState"]
 
@@ -76,10 +77,7 @@ class RunState:
             return descriptor
 
     def config_for(self, name: str, own: Mapping[str, Any] | None) -> dict[str, Any]:
-        """init_model's config over the pipeline config's section named after the model."""
-        merged = dict(self.config.get(name) or {})
-        merged.update(own or {})
-        return merged
+        return model_config(self.config, name, own)
 
     def lock(self, name: str) -> threading.Lock:
         with self._mutex:
