@@ -71,7 +71,7 @@ def _as_array(value: Any, n_items: int, name: str) -> np.ndarray:
         arr[:] = list(value)
     if arr is value:  # a read-only view for array-likes numpy returns unchanged
         arr = arr.view()
-    arr.setflags(False)
+    arr.setflags(False)  # type: ignore[call-arg]
     return arr
 
 
@@ -222,7 +222,7 @@ class Batch:
             if value.__class__ is np.ndarray and value.ndim and len(value) == n:
                 if value.flags.writeable:  # the common case, inlined: a read-only view
                     value = value.view()
-                    value.setflags(False)  # positional: twice as fast as write=False
+                    value.setflags(False)  # type: ignore[call-arg]  # positional: 2x faster
                 data[name] = value
                 continue
             frozen = freeze(value, n, name)
@@ -424,7 +424,7 @@ class _Item:
 
 
 def _readonly(arr: np.ndarray) -> np.ndarray:
-    arr.setflags(False)
+    arr.setflags(False)  # type: ignore[call-arg]
     return arr
 
 

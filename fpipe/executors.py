@@ -62,41 +62,40 @@ class Task:
     positions: np.ndarray
 
 
-_compiled: OrderedDict[str, Any] = OrderedDict()  # per-process memo: job token -> stage 0
+# Per worker process: job token -> (compiled first stage, the job's RunState there).
+# A worker keeps one RunState per run, so in-batch parallelism uses one bounded pool.
+_prepared: OrderedDict[str, tuple[Any, RunState]] = OrderedDict()
 
 
-def _stage0(job: Job) -> Any:
-    stage = _compiled.get(job.token)
-    if stage is None:
+def _prepare(job: Job) -> tuple[Any, RunState]:
+    prepared = _prepared.get(job.token)
+    if prepared is None:
         from .interpreter import compile_program
 
         stage = compile_program(job.steps, job.batch_class).stages[0]
-        _compiled[job.token] = stage
-        while len(_compiled) > 4:
-            _compiled.popitem(last=False)
-    return stage
+        run = RunState(seed=job.seed, env=Environment(), batch_class=job.batch_class, config={})
+        prepared = _prepared[job.token] = (stage, run)
+        while len(_prepared) > 4:
+            _prepared.popitem(last=False)[1][1].close()
+    return prepared
 
 
-def work(job: Job, task: Task, run: RunState | None = None) -> tuple[Any, int]:
+def work(job: Job, task: Task, local: tuple[Any, RunState] | None = None) -> tuple[Any, int]:
     """Load one batch and run it through the pure prefix; return ``(batch, next_step)``.
 
-    ``batch`` is None when an action skipped it.
+    ``batch`` is None when an action skipped it. ``local`` is the driver's compiled
+    stage and RunState when the worker is a thread of the driver's process.
     """
     from .interpreter import run_compiled
 
-    own = run is None
-    if run is None:
-        run = RunState(seed=job.seed, env=Environment(), batch_class=job.batch_class, config={})
+    stage, run = local or _prepare(job)
     ctx = BatchContext(run, task.epoch, task.iteration, in_worker=True)
     try:
         batch = job.dataset._batch_at(task.positions, ctx)
-        out, position = run_compiled(_stage0(job), batch, ctx, worker=True)
+        out, position = run_compiled(stage, batch, ctx, worker=True)
         return out._with_ctx(None), position
     except SkipBatch:
         return None, -1
-    finally:
-        if own:
-            run.close()
 
 
 class Executor:
@@ -124,12 +123,15 @@ class ThreadExecutor(Executor):
         self._pool: ThreadPoolExecutor | None = None
 
     def open(self, job: Job, run: RunState) -> None:
-        self._job, self._run = job, run
+        from .interpreter import compile_program
+
+        self._job = job
+        self._local = (compile_program(job.steps, job.batch_class).stages[0], run)
         self._pool = ThreadPoolExecutor(self.window, thread_name_prefix="fpipe-prefetch")
 
     def submit(self, task: Task) -> Future:
         assert self._pool is not None
-        return self._pool.submit(work, self._job, task, self._run)
+        return self._pool.submit(work, self._job, task, self._local)
 
     def close(self) -> None:
         if self._pool is not None:
