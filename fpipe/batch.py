@@ -57,8 +57,8 @@ def freeze(value: Any, n_items: int, name: str) -> np.ndarray | None:
     if value.ndim == 0 or len(value) != n_items:
         shape = value.shape
         raise ValueError(
-            f"component {name!r} has shape {shape} but the batch has {n_items} items; "
-            f"its first dimension must be the number of items"
+            f"component {name!r} has shape {shape} for {n_items} items; its first "
+            "dimension must be the number of items (one row per item id)"
         )
     return value
 

@@ -210,6 +210,10 @@ class Pipeline:
 
     def __mul__(self, n: object) -> Pipeline:
         if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+            if isinstance(n, numbers.Number):
+                raise TypeError(
+                    f"a pipeline repeats a whole number of times: `pipeline * 3`, not * {n!r}"
+                )
             return NotImplemented
         if n < 0:
             raise ValueError(f"a pipeline can be repeated n >= 0 times, not {n}")
