@@ -128,6 +128,11 @@ class Batch:
             cls._component_names = names
             cls._component_set = frozenset(names)
             cls.components = None if names == (_DATA,) else names
+        from .models import ModelDefinition
+
+        for value in list(vars(cls).values()):
+            if isinstance(value, ModelDefinition) and value.owner is cls:
+                value.build_global()  # global models are built when their class is created
 
     # -- construction -------------------------------------------------------------------
     def __init__(self, index: Any, preloaded: Any = None) -> None:
@@ -415,9 +420,7 @@ class _Item:
         return None if value is None else value[self._pos]
 
     def __setattr__(self, name: str, value: Any) -> None:
-        raise ImmutableBatchError(
-            f"cannot set item.{name}. " + _IMMUTABLE_HINT.format(name=name)
-        )
+        raise ImmutableBatchError(f"cannot set item.{name}. " + _IMMUTABLE_HINT.format(name=name))
 
     def __repr__(self) -> str:
         return f"<item {self._batch._indices[self._pos]!r} of {type(self._batch).__name__}>"
@@ -443,6 +446,4 @@ def _shape(value: Any) -> str:
 
 def _rebuild_batch(cls: type[Batch], indices: np.ndarray, data: dict[str, Any]) -> Batch:
     n = len(indices)
-    return cls._make(
-        _readonly(np.array(indices)), {k: freeze(v, n, k) for k, v in data.items()}
-    )
+    return cls._make(_readonly(np.array(indices)), {k: freeze(v, n, k) for k, v in data.items()})

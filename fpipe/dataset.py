@@ -150,7 +150,9 @@ class Dataset:
         """A dataset of some of these items; it shares the preloaded arrays."""
         return self._derive(self._index.create_subset(ids))
 
-    def split(self, shares: Any = 0.8, shuffle: Any = False, seed: Any = None) -> tuple[Dataset, ...]:
+    def split(
+        self, shares: Any = 0.8, shuffle: Any = False, seed: Any = None
+    ) -> tuple[Dataset, ...]:
         """Split into new datasets (see :meth:`DatasetIndex.split`); this one is unchanged."""
         return tuple(self._derive(i) for i in self._index.split(shares, shuffle=shuffle, seed=seed))
 

@@ -97,7 +97,7 @@ def lookup_model(env: Environment, name: str, batch_class: type | None) -> Any:
     for table in (env.imported, env.static, env.dynamic):
         if name in table:
             return table[name]
-    if batch_class is not None:
+    if batch_class is not None and name not in env.declared:  # a declared dynamic one wins
         definition = definitions_of(batch_class).get(name)
         if definition is not None and definition.mode == "global":
             return definition.descriptor

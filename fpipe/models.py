@@ -76,8 +76,17 @@ class ModelDefinition:
         return self._descriptor
 
     def __set_name__(self, owner: type, name: str) -> None:
+        from .batch import Batch
+
         self.owner = owner
         self.name = name
+        # Batch.__init_subclass__ builds a Batch's global models: an error raised here
+        # would reach the user wrapped in "RuntimeError: Error calling __set_name__".
+        if not issubclass(owner, Batch):
+            self.build_global()
+
+    def build_global(self) -> None:
+        """Build a global model's descriptor (fpipe calls this when the class is created)."""
         if self.mode == "global":
             try:
                 self._descriptor = self.fn()

@@ -49,7 +49,9 @@ def _items(batch: Any, init: Any, args: tuple, kwargs: dict) -> Sequence[Any] | 
     fn = getattr(batch, init) if isinstance(init, str) else functools.partial(init, batch)
     items = fn(*args, **kwargs)
     if items is None or isinstance(items, (str, bytes)):
-        raise TypeError(f"inbatch_parallel init {init!r} must return a list of items, got {items!r}")
+        raise TypeError(
+            f"inbatch_parallel init {init!r} must return a list of items, got {items!r}"
+        )
     return list(items)
 
 
@@ -57,7 +59,9 @@ def _resolve(batch: Any, fn: Any) -> Callable[..., Any]:
     if isinstance(fn, str):
         found = getattr(type(batch), fn, None)
         if found is None:
-            raise AttributeError(f"inbatch_parallel post {fn!r} is not a method of {type(batch).__name__}")
+            raise AttributeError(
+                f"inbatch_parallel post {fn!r} is not a method of {type(batch).__name__}"
+            )
         fn = found.fn if isinstance(found, ActionDefinition) else found
     return fn
 
@@ -79,7 +83,9 @@ def _run_async(calls: list[Callable[[], Any]]) -> list[Any]:
 def inbatch_parallel(init: Any, post: Any = None, target: str = "threads") -> Callable[..., Any]:
     """Make a per-item method run over the whole batch (see the module docs)."""
     if target not in TARGETS:
-        raise ValueError(f"unknown inbatch_parallel target {target!r}; use one of {', '.join(TARGETS)}")
+        raise ValueError(
+            f"unknown inbatch_parallel target {target!r}; use one of {', '.join(TARGETS)}"
+        )
     if isinstance(init, str) and init not in _STANDARD_INITS and not init.isidentifier():
         raise ValueError(f"init must be one of {_STANDARD_INITS}, a method name or a function")
 
@@ -111,7 +117,9 @@ def inbatch_parallel(init: Any, post: Any = None, target: str = "threads") -> Ca
                         results.append(exc)
                         break
             elif target == "async":
-                results = _run_async([functools.partial(call, j, item) for j, item in enumerate(todo)])
+                results = _run_async(
+                    [functools.partial(call, j, item) for j, item in enumerate(todo)]
+                )
             else:
                 ctx = self._ctx
                 if ctx is not None:

@@ -152,9 +152,7 @@ class Pipeline:
             self._steps == other._steps
             and self._dataset == other._dataset
             and values_equal(dict(self._config), dict(other._config))
-            and values_equal(
-                dict(self._lazy or {}), dict(other._lazy or {})
-            )
+            and values_equal(dict(self._lazy or {}), dict(other._lazy or {}))
         )
 
     def __hash__(self) -> int:
@@ -177,7 +175,9 @@ class Pipeline:
         if not self._steps:
             return f"Pipeline({', '.join(head)})"
         lines = [f"    {i}: {s.label}" for i, s in enumerate(self._steps)]
-        return "Pipeline(" + "".join(h + ", " for h in head) + "steps=[\n" + "\n".join(lines) + "\n])"
+        return (
+            "Pipeline(" + "".join(h + ", " for h in head) + "steps=[\n" + "\n".join(lines) + "\n])"
+        )
 
     def __reduce__(self):
         lazy = dict(self._lazy) if self._lazy is not None else None
@@ -222,10 +222,12 @@ class Pipeline:
     __rmul__ = __mul__
 
     def __matmul__(self, prob: object) -> Pipeline:
-        if isinstance(prob, bool) or not isinstance(prob, numbers.Real) or not 0 <= float(prob) <= 1:
-            raise ValueError(
-                f"`pipeline @ prob` takes a probability in [0, 1], not {prob!r}"
-            )
+        if (
+            isinstance(prob, bool)
+            or not isinstance(prob, numbers.Real)
+            or not 0 <= float(prob) <= 1
+        ):
+            raise ValueError(f"`pipeline @ prob` takes a probability in [0, 1], not {prob!r}")
         return self._new(steps=(Maybe(self._steps, float(prob)),))
 
     def __lshift__(self, other: object) -> Pipeline:
@@ -259,7 +261,8 @@ class Pipeline:
         names = set(super().__dir__())
         if self._dataset is not None:
             names.update(
-                n for n in dir(self._dataset.batch_class)
+                n
+                for n in dir(self._dataset.batch_class)
                 if not n.startswith("_") and callable(getattr(self._dataset.batch_class, n, None))
             )
         return sorted(names)
@@ -359,7 +362,9 @@ class Pipeline:
                 f"pipeline has no variable {name!r} to delete; known: {sorted(self._declared())}"
             )
         return self._new(
-            steps=tuple(s for s in self._steps if not (isinstance(s, InitVariable) and s.name == name))
+            steps=tuple(
+                s for s in self._steps if not (isinstance(s, InitVariable) and s.name == name)
+            )
         )
 
     delete_variable = del_variable
@@ -392,7 +397,14 @@ class Pipeline:
         """Use model ``name`` of ``source`` (e.g. the pipeline a training run returned)."""
         if not isinstance(source, Pipeline):
             raise TypeError(f"import_model takes a source Pipeline, not {type(source).__name__}")
-        source.get_model_by_name(name)  # fail now, naming the model, if it is not there
+        try:  # fail now, naming the model and the source, if it is not there
+            source.get_model_by_name(name)
+        except ModelError as exc:
+            where = f"linked to {source.dataset!r}" if source.dataset is not None else "a template"
+            raise ModelError(
+                f"import_model({name!r}, source): the source pipeline ({where}, "
+                f"{len(source)} step{'s' * (len(source) != 1)}) has no model {name!r}: {exc}"
+            ) from exc
         return self._with_steps(ImportModel(name, source))
 
     def get_model_by_name(self, name: str) -> Any:
@@ -402,11 +414,16 @@ class Pipeline:
             found = lookup_model(env, name, self.batch_class)
             if found is not _missing():
                 return found
-        for step in reversed(self._steps):
-            if isinstance(step, InitModel) and step.name == name and step.definition.mode == "static":
-                return step.descriptor
+        for step in reversed(self._steps):  # imported models win over static ones
             if isinstance(step, ImportModel) and step.name == name:
                 return step.source.get_model_by_name(name)
+        for step in reversed(self._steps):
+            if (
+                isinstance(step, InitModel)
+                and step.name == name
+                and step.definition.mode == "static"
+            ):
+                return step.descriptor
         if self.batch_class is not None:
             definition = definitions_of(self.batch_class).get(name)
             if definition is not None and definition.mode == "global":
@@ -424,6 +441,9 @@ class Pipeline:
         for step in self._steps:
             if isinstance(step, InitModel) and step.definition.mode == "static":
                 out[step.name] = step.descriptor
+        for step in self._steps:
+            if isinstance(step, ImportModel):
+                out[step.name] = step.source.get_model_by_name(step.name)
         env = self._current_env()
         if env is not None:
             out.update(env.models)
@@ -435,14 +455,20 @@ class Pipeline:
         _check_sources("join", sources)
         return self._with_steps(Join(tuple(sources)))
 
-    def merge(self, *sources: Pipeline | Dataset, merge_fn: Callable[..., Any] | None = None) -> Pipeline:
+    def merge(
+        self, *sources: Pipeline | Dataset, merge_fn: Callable[..., Any] | None = None
+    ) -> Pipeline:
         """Concatenate each batch with the next batch of each source."""
         _check_sources("merge", sources)
         return self._with_steps(Merge(tuple(sources), merge_fn))
 
     def rebatch(self, batch_size: int, merge_fn: Callable[..., Any] | None = None) -> Pipeline:
         """Regroup the items into batches of ``batch_size`` (the last one may be smaller)."""
-        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        if (
+            isinstance(batch_size, bool)
+            or not isinstance(batch_size, numbers.Integral)
+            or batch_size < 1
+        ):
             raise ValueError(f"rebatch needs a positive int batch_size, not {batch_size!r}")
         return self._with_steps(Rebatch(int(batch_size), merge_fn))
 
@@ -459,8 +485,10 @@ class Pipeline:
             if program.rebatches:
                 raise PipelineDefinitionError("a join source cannot rebatch")
             run = RunState(
-                seed=ctx.run.seed, env=program.start_env(self._env),
-                batch_class=dataset.batch_class, config=self._config,
+                seed=ctx.run.seed,
+                env=program.start_env(self._env),
+                batch_class=dataset.batch_class,
+                config=self._config,
             )
             ctx.run.on_close(run.close)
             sub = ctx.run.resources[key] = (program.stages[0], run)

@@ -19,7 +19,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["PURPOSE_BATCH", "PURPOSE_ITEM", "PURPOSE_MAYBE", "PURPOSE_SHUFFLE", "derive", "fresh_seed", "normalize_seed"]
+__all__ = [
+    "PURPOSE_BATCH",
+    "PURPOSE_ITEM",
+    "PURPOSE_MAYBE",
+    "PURPOSE_SHUFFLE",
+    "derive",
+    "fresh_seed",
+    "normalize_seed",
+]
 
 # The first element of a path says what the stream is for, so that a shuffle
 # stream and a batch stream can never coincide.
@@ -53,9 +61,8 @@ def normalize_seed(seed: Any, *, what: str = "seed") -> int:
         if seed < 0:
             raise ValueError(f"{what} must be non-negative, got {seed}")
         return int(seed)
-    raise TypeError(
-        f"{what} must be an int, a numpy Generator or None, not {type(seed).__name__}"
-    )
+    raise TypeError(f"{what} must be an int, a numpy Generator or None, not {type(seed).__name__}")
+
 
 # Further purposes (see PURPOSE_SHUFFLE / PURPOSE_BATCH above).
 PURPOSE_MAYBE = 3

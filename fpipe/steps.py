@@ -129,7 +129,9 @@ def action_definition(batch_class: type, name: str) -> ActionDefinition:
     found = getattr(batch_class, name, None)
     if isinstance(found, ActionDefinition):
         return found
-    actions = [n for n in dir(batch_class) if isinstance(getattr(batch_class, n, None), ActionDefinition)]
+    actions = [
+        n for n in dir(batch_class) if isinstance(getattr(batch_class, n, None), ActionDefinition)
+    ]
     if found is not None and callable(found):
         raise PipelineDefinitionError(
             f"{batch_class.__name__}.{name} is not an action: decorate it with @action to use "
@@ -247,11 +249,7 @@ class InitVariable(Step):
         return self.init() if self.init is not None else _fresh(self.default)
 
     def start(self, env: Environment, previous: Environment | None) -> Environment:
-        if (
-            previous is not None
-            and not self.init_on_each_run
-            and self.name in previous.variables
-        ):
+        if previous is not None and not self.init_on_each_run and self.name in previous.variables:
             return env.set_variable(self.name, previous.variables[self.name])
         return env.set_variable(self.name, self.value())
 
@@ -435,7 +433,9 @@ class Merge(Step):
             run = b._ctx.run  # type: ignore[union-attr]
             iters = run.resources.get(key)
             if iters is None:
-                iters = run.resources[key] = [_endless(src, run, path, i) for i, src in enumerate(sources)]
+                iters = run.resources[key] = [
+                    _endless(src, run, path, i) for i, src in enumerate(sources)
+                ]
             parts = [b, *(next(it) for it in iters)]
             merged = merge_fn(parts) if merge_fn is not None else type(b).merge(parts)
             return check_result("merge_fn", merged)

@@ -1,0 +1,36 @@
+"""The main example (README's first command) runs, learns and reports its throughput."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.tf
+def test_digits_example_reaches_the_required_accuracy():
+    pytest.importorskip("sklearn")
+    pytest.importorskip("keras")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "digits.py")],  # as the README runs it
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    assert (
+        len(re.findall(r"^epoch +\d+/12: train loss [\d.]+, test accuracy [\d.]+$", out, re.M))
+        == 12
+    )
+    (accuracy,) = re.findall(r"^final test accuracy: (\d\.\d+)$", out, re.M)
+    assert float(accuracy) >= 0.93, out
+    assert re.search(r"^training throughput: [\d.]+ batches/s, \d+ items/s", out, re.M), out
