@@ -76,7 +76,7 @@ class ActionDefinition:
             else:
                 result = self.fn(batch, *args, **kwargs)
         except ValueError as exc:
-            explained = explain_readonly(exc)
+            explained = explain_readonly(exc, batch, self.qualname)
             if explained is None:
                 raise
             raise explained from exc
@@ -124,13 +124,18 @@ def check_result(name: str, result: Any) -> Any:
     )
 
 
-def explain_readonly(exc: BaseException) -> ImmutableBatchError | None:
+def explain_readonly(
+    exc: BaseException, batch: Any = None, name: str | None = None
+) -> ImmutableBatchError | None:
     """Turn numpy's 'read-only' error into one that says how to change a batch."""
-    if isinstance(exc, ValueError) and "read-only" in str(exc):
-        return ImmutableBatchError(
-            f"{exc}: batch components are read-only because batches are immutable. Build a "
-            "new batch instead of writing in place, e.g. "
-            "`return self.replace(images=self.images * 2)` (copy first if you must write: "
-            "`images = self.images.copy(); images[0] = 0; return self.replace(images=images)`)."
-        )
-    return None
+    if not (isinstance(exc, ValueError) and "read-only" in str(exc)):
+        return None
+    names = tuple(getattr(batch, "components", None) or ()) or ("data",)
+    c = names[0]
+    where = f"action {name!r}: " if name else ""
+    return ImmutableBatchError(
+        f"{where}{exc}: batch components are read-only because batches are immutable. "
+        f"Build a new batch instead of writing in place, e.g. "
+        f"`return self.replace({c}=self.{c} * 2)` (copy first if you must write: "
+        f"`{c} = self.{c}.copy(); {c}[0] = 0; return self.replace({c}={c})`)."
+    )

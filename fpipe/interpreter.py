@@ -190,7 +190,7 @@ def step_error(step: Any, batch: Batch, ctx: BatchContext, exc: BaseException) -
     preview = ", ".join(map(str, ids[:5].tolist())) + (", ..." if len(ids) > 5 else "")
     path = ".".join(map(str, step.path)) if step is not None else "?"
     label = step.label if step is not None else "?"
-    explained = explain_readonly(exc)
+    explained = explain_readonly(exc, batch)
     detail = str(explained) if explained is not None else f"{type(exc).__name__}: {exc}"
     return ActionError(
         f"step {path} `{label}` failed on batch #{ctx.iteration} (epoch {ctx.epoch}, "
