@@ -19,10 +19,12 @@ from .env import Environment
 from .errors import (
     ActionError,
     FpipeError,
+    GlobalRandomWarning,
     ImmutableBatchError,
     ModelError,
     PipelineDefinitionError,
     ResumeError,
+    UnknownActionError,
 )
 from .executors import DaskExecutor, Executor, ProcessExecutor, ThreadExecutor
 from .index import DatasetIndex, FilesIndex
@@ -46,6 +48,7 @@ __all__ = [
     "Executor",
     "FilesIndex",
     "FpipeError",
+    "GlobalRandomWarning",
     "ImmutableBatchError",
     "IterState",
     "ModelError",
@@ -56,6 +59,7 @@ __all__ = [
     "ResumeError",
     "SkipBatch",
     "ThreadExecutor",
+    "UnknownActionError",
     "action",
     "inbatch_parallel",
     "model",

@@ -117,7 +117,7 @@ class Dataset:
             and self._index == other._index
             and self._source == other._source
             and self._data.keys() == other._data.keys()
-            and all(self._data[k] is other._data[k] for k in self._data)
+            and all(_same_array(self._data[k], other._data[k]) for k in self._data)
         )
 
     def __hash__(self) -> int:
@@ -200,3 +200,12 @@ def _rebuild(index: DatasetIndex, batch_class: type[Batch], data: dict, source: 
         frozen[k] = v
     ds._set(index, batch_class, frozen, source)
     return ds
+
+
+def _same_array(a: np.ndarray, b: np.ndarray) -> bool:
+    """Identical, or equal values (e.g. after a pickle round trip)."""
+    return a is b or (
+        a.shape == b.shape
+        and a.dtype == b.dtype
+        and np.array_equal(a, b, equal_nan=a.dtype.kind in "fc")
+    )

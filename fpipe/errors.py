@@ -5,10 +5,12 @@ from __future__ import annotations
 __all__ = [
     "ActionError",
     "FpipeError",
+    "GlobalRandomWarning",
     "ImmutableBatchError",
     "ModelError",
     "PipelineDefinitionError",
     "ResumeError",
+    "UnknownActionError",
     "did_you_mean",
 ]
 
@@ -22,6 +24,13 @@ class FpipeError(Exception):
 
 class PipelineDefinitionError(FpipeError, ValueError):
     """A pipeline was described in a way that cannot run (unknown action, bad argument...)."""
+
+
+class UnknownActionError(PipelineDefinitionError, AttributeError):
+    """A pipeline names an action its batch class does not have.
+
+    It is an AttributeError too, so ``hasattr(pipeline, name)`` answers False.
+    """
 
 
 class ActionError(FpipeError):
@@ -70,6 +79,13 @@ class ImmutableBatchError(FpipeError, AttributeError):
 
 class ModelError(FpipeError, LookupError):
     """A model could not be defined, found or built."""
+
+
+class GlobalRandomWarning(UserWarning):
+    """An action drew from numpy's global random generator, so the run is not reproducible.
+
+    fpipe checks this on the first batch of each run; use ``batch.random`` instead.
+    """
 
 
 class ResumeError(FpipeError, ValueError):

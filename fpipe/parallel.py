@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -37,6 +38,19 @@ __all__ = ["inbatch_parallel"]
 
 TARGETS = ("threads", "async", "for")
 _STANDARD_INITS = ("indices", "items", "run_once")
+_POOL_THREAD = threading.local()  # marks the run pool's threads
+
+
+def _in_pool(call: Callable[..., Any], *args: Any) -> Any:
+    _POOL_THREAD.active = True  # pool threads only ever run these calls
+    return call(*args)
+
+
+def _inline(call: Callable[..., Any], *args: Any) -> Any:
+    try:
+        return call(*args)
+    except Exception as exc:
+        return exc
 
 
 def _items(batch: Any, init: Any, args: tuple, kwargs: dict) -> Sequence[Any] | None:
@@ -122,8 +136,13 @@ def inbatch_parallel(init: Any, post: Any = None, target: str = "threads") -> Ca
                 )
             else:
                 ctx = self._ctx
-                if ctx is not None:
-                    futures = [ctx.run.pool().submit(call, j, item) for j, item in enumerate(todo)]
+                if ctx is not None and getattr(_POOL_THREAD, "active", False):
+                    # nested in-batch parallelism: waiting on the same bounded pool could
+                    # deadlock, so the inner items run here, one after another
+                    results = [_inline(call, j, item) for j, item in enumerate(todo)]
+                elif ctx is not None:
+                    pool = ctx.run.pool()
+                    futures = [pool.submit(_in_pool, call, j, item) for j, item in enumerate(todo)]
                     results = [f.exception() or f.result() for f in futures]
                 else:
                     with ThreadPoolExecutor(min(8, len(todo))) as pool:

@@ -35,6 +35,28 @@ class NeedsDriver(BaseException):
     """
 
 
+class _RunLock:
+    """A run's named lock: reentrant (a locked action may call another one by hand)."""
+
+    __slots__ = ("_depth", "_lock")
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._depth = 0  # changed only by the holder
+
+    def __enter__(self) -> _RunLock:
+        self._lock.acquire()
+        self._depth += 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._depth -= 1
+        self._lock.release()
+
+    def locked(self) -> bool:
+        return self._depth > 0
+
+
 class RunState:
     """The mutable shell of one run around its immutable environment."""
 
@@ -53,7 +75,7 @@ class RunState:
         self.batch_size = batch_size
         self._env = env
         self._mutex = threading.RLock()
-        self._locks: dict[str, threading.Lock] = {}
+        self._locks: dict[str, _RunLock] = {}
         self._pool: ThreadPoolExecutor | None = None
         self._closers: list[Callable[[], Any]] = []
         self.resources: dict[Any, Any] = {}  # per-run helpers of steps (join/merge sources)
@@ -79,11 +101,11 @@ class RunState:
     def config_for(self, name: str, own: Mapping[str, Any] | None) -> dict[str, Any]:
         return model_config(self.config, name, own)
 
-    def lock(self, name: str) -> threading.Lock:
+    def lock(self, name: str) -> _RunLock:
         with self._mutex:
             lk = self._locks.get(name)
             if lk is None:
-                lk = self._locks[name] = threading.Lock()
+                lk = self._locks[name] = _RunLock()
                 self._env = self._env.with_lock(name)
             return lk
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from .actions import ActionDefinition, check_result
 from .env import Environment
-from .errors import ModelError, PipelineDefinitionError, did_you_mean
+from .errors import ModelError, PipelineDefinitionError, UnknownActionError, did_you_mean
 from .models import ModelDefinition
 
 if TYPE_CHECKING:
@@ -137,7 +137,7 @@ def action_definition(batch_class: type, name: str) -> ActionDefinition:
             f"{batch_class.__name__}.{name} is not an action: decorate it with @action to use "
             "it as a pipeline step."
         )
-    raise PipelineDefinitionError(
+    raise UnknownActionError(
         f"{batch_class.__name__} has no action {name!r}.{did_you_mean(name, actions)} "
         f"Its actions are: {', '.join(sorted(actions)) or '(none)'}."
     )

@@ -1,0 +1,487 @@
+"""Batch: an immutable record of item ids and read-only, shared component arrays."""
+
+from __future__ import annotations
+
+import pickle
+import re
+
+import numpy as np
+import pytest
+
+from fpipe import (
+    ActionError,
+    Batch,
+    Dataset,
+    DatasetIndex,
+    FpipeError,
+    ImmutableBatchError,
+    Pipeline,
+    SkipBatch,
+    action,
+)
+
+REPLACE_HINT = re.escape("return self.replace(images=")
+
+
+class BatchImgs(Batch):
+    components = ("images", "labels")
+
+    @action
+    def scale(self, k):
+        return self.replace(images=self.images * k)
+
+    @action
+    def write_in_place(self):
+        self.images[0] = 0
+        return self
+
+    @action
+    def drop_odd(self):
+        if int(self.indices[0]) % 2:
+            raise SkipBatch
+        return self
+
+    @action
+    def draw(self):
+        self.pipeline.update_variable("draws", self.random.integers(1 << 30, size=2).tolist(), "a")
+        return self
+
+
+class BatchPlain(Batch):
+    pass
+
+
+class BatchOne(Batch):
+    components = "masks"
+
+
+def imgs(n=4, ids=None):
+    ids = np.arange(n) if ids is None else np.asarray(ids)
+    images = np.arange(len(ids) * 2, dtype=float).reshape(len(ids), 2)
+    labels = np.arange(len(ids)) % 2
+    return BatchImgs(ids, preloaded=(images, labels)), images, labels
+
+
+# -- declaring components ---------------------------------------------------------------
+def test_components_become_read_only_attributes():
+    b, images, labels = imgs()
+    assert BatchImgs.components == ("images", "labels")
+    np.testing.assert_array_equal(b.images, images)
+    np.testing.assert_array_equal(b.labels, labels)
+    assert not b.images.flags.writeable
+    assert not b.labels.flags.writeable
+
+
+def test_a_single_string_component_is_one_component():
+    b = BatchOne(np.arange(2), preloaded={"masks": np.zeros((2, 3))})
+    assert BatchOne.components == ("masks",)
+    assert b.masks.shape == (2, 3)
+
+
+@pytest.mark.parametrize(
+    ("comps", "match"),
+    [
+        (("a", "a"), "non-empty tuple of distinct identifiers"),
+        (("not an id",), "non-empty tuple of distinct identifiers"),
+        ((), "non-empty tuple of distinct identifiers"),
+        (("replace",), "clash with Batch attributes"),
+    ],
+)
+def test_bad_components_declaration_is_an_error(comps, match):
+    with pytest.raises(TypeError, match=match):
+        type("BatchBadDecl", (Batch,), {"components": comps})
+
+
+def test_component_not_loaded_reads_as_none():
+    b = BatchImgs(np.arange(3), preloaded={"images": np.ones((3, 1))})
+    assert b.labels is None
+    assert b.images.shape == (3, 1)
+
+
+# -- preloaded forms -------------------------------------------------------------------
+def test_preloaded_dict_tuple_and_single_array():
+    images, labels = np.ones((3, 2)), np.arange(3)
+    by_dict = BatchImgs(np.arange(3), preloaded={"images": images, "labels": labels})
+    by_tuple = BatchImgs(np.arange(3), preloaded=(images, labels))
+    for b in (by_dict, by_tuple):
+        np.testing.assert_array_equal(b.images, images)
+        np.testing.assert_array_equal(b.labels, labels)
+    plain = BatchPlain(np.arange(3), preloaded=labels)
+    np.testing.assert_array_equal(plain.data, labels)
+    assert not plain.data.flags.writeable
+
+
+def test_batch_without_preloaded_has_no_data():
+    assert BatchPlain(np.arange(3)).data is None
+    assert BatchImgs(np.arange(3)).images is None
+
+
+def test_data_of_a_batch_with_components_is_a_read_only_mapping():
+    b, _, _ = imgs()
+    assert set(b.data) == {"images", "labels"}
+    with pytest.raises(TypeError, match="does not support item assignment"):
+        b.data["images"] = np.zeros((4, 2))
+
+
+def test_preloaded_list_becomes_an_array():
+    b = BatchPlain(np.arange(3), preloaded=[1, 2, 3])
+    assert isinstance(b.data, np.ndarray)
+    assert b.data.tolist() == [1, 2, 3]
+    assert not b.data.flags.writeable
+
+
+def test_ragged_preloaded_keeps_one_object_per_item():
+    b = BatchPlain(np.arange(2), preloaded=[[1, 2], [3]])
+    assert b.data.dtype == object
+    assert b.data[1] == [3]
+
+
+def test_tuple_of_wrong_length_is_an_error():
+    with pytest.raises(ValueError, match=r"tuple of 1 arrays but BatchImgs has 2 components"):
+        BatchImgs(np.arange(3), preloaded=(np.ones(3),))
+
+
+def test_misaligned_component_length_is_an_error():
+    with pytest.raises(ValueError, match=r"component 'labels' has shape \(2,\) for 3 items"):
+        BatchImgs(np.arange(3), preloaded=(np.ones((3, 2)), np.ones(2)))
+
+
+def test_scalar_component_is_an_error():
+    with pytest.raises(ValueError, match=r"component 'data' has shape \(\) for 3 items"):
+        BatchPlain(np.arange(3), preloaded=np.float64(1.0))
+
+
+def test_single_array_for_a_batch_with_components_is_an_error():
+    with pytest.raises(TypeError, match="must be a dict or a tuple of arrays"):
+        BatchImgs(np.arange(3), preloaded=np.ones(3))
+
+
+def test_unknown_preloaded_key_is_an_error():
+    with pytest.raises(ValueError, match=r"components \['masks'\] that BatchImgs does not declare"):
+        BatchImgs(np.arange(3), preloaded={"masks": np.ones(3)})
+
+
+def test_preloaded_arrays_are_not_mutated_nor_made_read_only():
+    images = np.arange(6.0).reshape(3, 2)
+    labels = np.array([5, 6, 7])
+    before = images.copy(), labels.copy()
+    b = BatchImgs(np.arange(3), preloaded=(images, labels))
+    c = b.scale(10.0)
+    assert images.flags.writeable and labels.flags.writeable
+    np.testing.assert_array_equal(images, before[0])
+    np.testing.assert_array_equal(labels, before[1])
+    np.testing.assert_array_equal(c.images, before[0] * 10)
+    # the batch shares the caller's memory instead of copying it
+    assert np.shares_memory(b.images, images)
+
+
+def test_already_read_only_input_is_used_as_is():
+    arr = np.arange(3)
+    arr.setflags(write=False)
+    assert BatchPlain(np.arange(3), preloaded=arr).data is arr
+
+
+# -- immutability -----------------------------------------------------------------------
+def test_setting_a_component_attribute_says_batches_are_immutable():
+    b, _, _ = imgs()
+    with pytest.raises(ImmutableBatchError, match=r"Batches are immutable.*" + REPLACE_HINT):
+        b.images = np.zeros((4, 2))
+
+
+def test_setting_any_attribute_or_deleting_is_refused():
+    b, _, _ = imgs()
+    with pytest.raises(ImmutableBatchError, match=r"cannot set BatchImgs\.extra"):
+        b.extra = 1
+    with pytest.raises(ImmutableBatchError, match=r"cannot delete BatchImgs\.images"):
+        del b.images
+
+
+def test_writing_into_a_component_directly_fails():
+    b, images, _ = imgs()
+    with pytest.raises(ValueError, match="read-only"):
+        b.images[0, 0] = -1.0
+    assert images[0, 0] == 0.0
+
+
+def test_in_place_write_inside_an_action_explains_immutability():
+    b, images, _ = imgs()
+    with pytest.raises(ImmutableBatchError, match=r"batches are immutable.*" + REPLACE_HINT):
+        b.write_in_place()
+    assert images[0, 0] == 0.0 and images[0, 1] == 1.0
+
+
+def test_in_place_write_in_a_pipeline_explains_immutability():
+    _, images, labels = imgs()
+    ds = Dataset(4, BatchImgs, preloaded=(images, labels))
+    with pytest.raises(ActionError, match=r"write_in_place.*batches are immutable") as info:
+        (Pipeline().write_in_place() << ds).run(2)
+    assert REPLACE_HINT.replace("\\", "") in str(info.value)
+    assert images.flags.writeable and images[0, 1] == 1.0
+
+
+def test_item_view_is_read_only():
+    b, _, _ = imgs()
+    with pytest.raises(ImmutableBatchError, match=r"cannot set item\.labels.*replace\(labels="):
+        b[0].labels = 3
+
+
+def test_indices_are_read_only():
+    b, _, _ = imgs()
+    with pytest.raises(ValueError, match="read-only"):
+        b.indices[0] = 9
+
+
+# -- replace ------------------------------------------------------------------------------
+def test_replace_returns_a_new_batch_and_leaves_the_old_one_unchanged():
+    b, images, _ = imgs()
+    c = b.replace(images=np.zeros((4, 2)))
+    assert c is not b
+    assert type(c) is BatchImgs
+    np.testing.assert_array_equal(b.images, images)
+    np.testing.assert_array_equal(c.images, np.zeros((4, 2)))
+    assert c.indices is b.indices
+
+
+def test_replace_shares_untouched_components():
+    b, _, labels = imgs()
+    c = b.replace(images=b.images + 1)
+    assert c.labels is b.labels
+    assert np.shares_memory(c.labels, labels)
+
+
+def test_replace_does_not_copy_the_new_array_but_freezes_a_view():
+    b, _, _ = imgs()
+    new = np.full((4, 2), 3.0)
+    c = b.replace(images=new)
+    assert np.shares_memory(c.images, new)
+    assert not c.images.flags.writeable
+    assert new.flags.writeable
+
+
+def test_replace_unknown_component_is_an_error_with_a_suggestion():
+    b, _, _ = imgs()
+    with pytest.raises(ValueError, match=r"no component 'image'.*Did you mean 'images'"):
+        b.replace(image=np.zeros((4, 2)))
+
+
+def test_replace_with_wrong_length_is_an_error():
+    b, _, _ = imgs()
+    with pytest.raises(ValueError, match=r"component 'images' has shape \(3, 2\) for 4 items"):
+        b.replace(images=np.zeros((3, 2)))
+
+
+def test_replace_with_none_unloads_a_component():
+    b, _, _ = imgs()
+    c = b.replace(labels=None)
+    assert c.labels is None
+    assert b.labels is not None
+
+
+def test_replace_accepts_a_list():
+    b, _, _ = imgs()
+    c = b.replace(labels=[9, 8, 7, 6])
+    assert c.labels.tolist() == [9, 8, 7, 6]
+    assert not c.labels.flags.writeable
+
+
+# -- reading ------------------------------------------------------------------------------
+def test_indices_index_and_len():
+    b, _, _ = imgs(ids=[10, 20, 30])
+    assert b.indices.tolist() == [10, 20, 30]
+    assert isinstance(b.index, DatasetIndex)
+    assert b.index.indices.tolist() == [10, 20, 30]
+    assert len(b) == 3
+
+
+def test_batch_from_a_dataset_index_keeps_it():
+    idx = DatasetIndex([3, 1, 2])
+    b = BatchPlain(idx, preloaded=np.zeros(3))
+    assert b.index is idx
+    assert b.indices.tolist() == [3, 1, 2]
+
+
+def test_item_view_has_component_attributes():
+    b, images, labels = imgs(ids=[10, 20, 30])
+    item = b[20]
+    np.testing.assert_array_equal(item.images, images[1])
+    assert item.labels == labels[1]
+    assert "20" in repr(item)
+
+
+def test_item_view_of_unloaded_component_is_none():
+    b = BatchImgs(np.arange(2), preloaded={"labels": np.arange(2)})
+    assert b[1].images is None
+
+
+def test_item_view_unknown_component_is_an_error():
+    b, _, _ = imgs()
+    with pytest.raises(AttributeError, match=r"item has no component 'masks'"):
+        _ = b[0].masks
+
+
+def test_unknown_item_id_is_an_error():
+    b, _, _ = imgs(ids=[10, 20, 30])
+    with pytest.raises(KeyError, match=r"not in this DatasetIndex of 3 items: \[5\]"):
+        b[5]
+
+
+def test_many_ids_in_getitem_is_an_error():
+    b, _, _ = imgs()
+    with pytest.raises(TypeError, match="takes one item id"):
+        b[[0, 1]]
+
+
+def test_batch_is_not_iterable():
+    b, _, _ = imgs()
+    with pytest.raises(TypeError, match="BatchImgs is not iterable"):
+        iter(b)
+
+
+def test_repr_names_class_size_and_component_shapes():
+    b = BatchImgs(np.arange(3), preloaded={"images": np.zeros((3, 2), dtype=np.float32)})
+    assert repr(b) == "BatchImgs(3 items, images=float32[3, 2], labels=None)"
+
+
+def test_batch_with_repeated_ids_has_indices_but_no_index():
+    b = BatchPlain(np.arange(2), preloaded=np.zeros(2))
+    doubled = Batch.merge([b, b])
+    assert doubled.indices.tolist() == [0, 1, 0, 1]
+    with pytest.raises(FpipeError, match="holds some item ids more than once"):
+        _ = doubled.index
+
+
+# -- select, split and merge ------------------------------------------------------------------
+def test_select_positions_slice_and_mask():
+    b, images, _ = imgs(ids=[10, 20, 30, 40])
+    assert b.select([3, 0]).indices.tolist() == [40, 10]
+    np.testing.assert_array_equal(b.select([3, 0]).images, images[[3, 0]])
+    assert b.select(slice(1, 3)).indices.tolist() == [20, 30]
+    mask = np.array([True, False, True, False])
+    assert b.select(mask).indices.tolist() == [10, 30]
+
+
+def test_select_with_bad_mask_or_float_positions_is_an_error():
+    b, _, _ = imgs()
+    with pytest.raises(ValueError, match=r"a mask must have one entry per item \(4\)"):
+        b.select(np.array([True, False]))
+    with pytest.raises(TypeError, match="positions must be ints"):
+        b.select(np.array([0.5]))
+
+
+def test_merge_concatenates_indices_and_components_in_order():
+    a, ai, al = imgs(ids=[0, 1])
+    b, bi, bl = imgs(ids=[5, 6, 7])
+    m = Batch.merge([b, a])
+    assert type(m) is BatchImgs
+    assert m.indices.tolist() == [5, 6, 7, 0, 1]
+    np.testing.assert_array_equal(m.images, np.concatenate([bi, ai]))
+    np.testing.assert_array_equal(m.labels, np.concatenate([bl, al]))
+    assert not m.images.flags.writeable and not m.indices.flags.writeable
+    assert a.indices.tolist() == [0, 1]
+
+
+def test_merge_of_one_batch_is_that_batch():
+    a, _, _ = imgs()
+    assert Batch.merge([a]) is a
+
+
+def test_merge_of_no_batches_is_an_error():
+    with pytest.raises(ValueError, match="needs at least one batch"):
+        Batch.merge([])
+
+
+def test_merge_of_different_components_is_an_error():
+    a, _, _ = imgs()
+    with pytest.raises(TypeError, match="cannot merge BatchImgs with BatchPlain"):
+        Batch.merge([a, BatchPlain(np.arange(2), preloaded=np.zeros(2))])
+
+
+def test_merge_with_a_component_missing_in_some_is_an_error():
+    a, _, _ = imgs()
+    b = BatchImgs(np.arange(2), preloaded={"images": np.zeros((2, 2))})
+    with pytest.raises(ValueError, match="component 'labels' is loaded in some and missing"):
+        Batch.merge([a, b])
+
+
+def test_merge_skips_a_component_missing_everywhere():
+    a = BatchImgs(np.arange(2), preloaded={"images": np.zeros((2, 2))})
+    m = Batch.merge([a, a])
+    assert m.labels is None
+    assert m.images.shape == (4, 2)
+
+
+def test_split_cuts_consecutive_batches_and_split_then_merge_round_trips():
+    b, images, labels = imgs(n=5)
+    parts = b.split([2, 3])
+    assert [p.indices.tolist() for p in parts] == [[0, 1], [2, 3, 4]]
+    np.testing.assert_array_equal(parts[1].images, images[2:])
+    m = Batch.merge(parts)
+    assert m.indices.tolist() == b.indices.tolist()
+    np.testing.assert_array_equal(m.labels, labels)
+
+
+def test_split_sizes_may_leave_a_tail():
+    b, _, _ = imgs(n=5)
+    assert [len(p) for p in b.split([1, 1])] == [1, 1]
+
+
+def test_split_sizes_larger_than_the_batch_is_an_error():
+    b, _, _ = imgs(n=3)
+    with pytest.raises(ValueError, match="sizes add up to 4 but the batch has 3 items"):
+        b.split([2, 2])
+
+
+# -- pickling -------------------------------------------------------------------------------
+def test_pickle_round_trip_keeps_class_ids_and_components():
+    b, images, labels = imgs(ids=[7, 8, 9])
+    c = pickle.loads(pickle.dumps(b))
+    assert type(c) is BatchImgs
+    assert c.indices.tolist() == [7, 8, 9]
+    np.testing.assert_array_equal(c.images, images[:3])
+    np.testing.assert_array_equal(c.labels, labels[:3])
+    assert not c.images.flags.writeable and not c.indices.flags.writeable
+    assert c.scale(2.0).images[1, 0] == 2 * images[1, 0]
+
+
+# -- run context ------------------------------------------------------------------------------
+def test_pipeline_and_random_are_only_available_in_a_run():
+    b, _, _ = imgs()
+    with pytest.raises(FpipeError, match="only available while the batch goes through"):
+        _ = b.pipeline
+    with pytest.raises(FpipeError, match="only defined while the batch goes through"):
+        _ = b.random
+    with pytest.raises(FpipeError, match="only defined while the batch goes through"):
+        b.random_for(0)
+
+
+def test_batch_random_is_a_generator_reproducible_for_a_seed():
+    _, images, labels = imgs(n=6)
+    ds = Dataset(6, BatchImgs, preloaded=(images, labels))
+    p = (Pipeline().init_variable("draws", []).draw().draw() << ds).run
+    one = p(2, seed=11).get_variable("draws")
+    two = p(2, seed=11).get_variable("draws")
+    other = p(2, seed=12).get_variable("draws")
+    assert len(one) == 6  # 3 batches x 2 steps
+    assert one == two
+    assert one != other
+    assert len({tuple(d) for d in one}) == 6  # each (batch, step) gets its own stream
+
+
+def test_batch_random_is_a_numpy_generator():
+    ds = Dataset(2, BatchPlain, preloaded=np.zeros(2))
+    seen = []
+
+    def grab(batch):
+        seen.append(batch.random)
+        return batch
+
+    (Pipeline().apply(grab) << ds).run(2, seed=1)
+    assert isinstance(seen[0], np.random.Generator)
+
+
+def test_skip_batch_drops_the_batch_from_the_output():
+    _, images, labels = imgs(n=6)
+    ds = Dataset(6, BatchImgs, preloaded=(images, labels))
+    out = list((Pipeline().drop_odd() << ds).gen_batch(1))
+    assert [b.indices.tolist() for b in out] == [[0], [2], [4]]
+    assert issubclass(SkipBatch, Exception)
