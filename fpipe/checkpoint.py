@@ -53,6 +53,17 @@ class Checkpoint:
                 saved = pickle.load(f)
         except FileNotFoundError:
             return None
+        except (pickle.UnpicklingError, EOFError, ValueError) as exc:
+            raise FpipeError(
+                f"checkpoint {self.path} is corrupt or not an fpipe checkpoint "
+                f"({type(exc).__name__}: {exc}); delete it to start the run afresh"
+            ) from exc
+        if not isinstance(saved, dict) or "state" not in saved or "variables" not in saved:
+            raise FpipeError(
+                f"checkpoint {self.path} is not an fpipe checkpoint (it holds a "
+                f"{type(saved).__name__}, not a dict with 'state' and 'variables'); "
+                "delete it to start the run afresh"
+            )
         env = Environment(
             variables=pmap(saved["variables"]),
             static=pmap(saved.get("static", {})),

@@ -19,20 +19,24 @@ from __future__ import annotations
 
 import hashlib
 import re
+import warnings
 from collections import deque
 from collections.abc import Generator, Iterator
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from .batch import Batch, SkipBatch
 from .env import Environment
-from .errors import FpipeError, ResumeError
+from .errors import FpipeError, GlobalRandomWarning, ResumeError
 from .executors import Job, Task, resolve_executor
 from .interpreter import compile_program, run_compiled
 from .plan import BatchPlan, IterState
 from .runstate import BatchContext, RunState
 
 if TYPE_CHECKING:
+    from .dataset import Dataset
     from .pipeline import Pipeline
 
 __all__ = ["PipelineIterator", "pipeline_fingerprint"]
@@ -48,6 +52,21 @@ def pipeline_fingerprint(pipeline: Pipeline) -> str:
         parts.append(f"{ds.batch_class.__qualname__}:{len(ds)}:{_digest(ds.indices)}")
     text = _ADDRESS.sub("", "|".join(parts))
     return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def _global_rng_mark() -> tuple[Any, ...]:
+    """Where numpy's global (legacy) generator stands: it moves on every draw."""
+    st = np.random.get_state(legacy=False)
+    return st["state"]["pos"], st["has_gauss"], st["gauss"], st["state"]["key"]
+
+
+def _global_rng_moved(mark: tuple[Any, ...]) -> bool:
+    """Whether something drew from the global generator since ``mark`` (a mere re-seed,
+    e.g. ``keras.utils.set_random_seed`` in a model factory, leaves it freshly seeded)."""
+    now = _global_rng_mark()
+    if now[:3] == mark[:3] and np.array_equal(now[3], mark[3]):
+        return False
+    return not (now[0] == 624 and not now[1])  # 624: MT19937's position right after seed()
 
 
 def _digest(ids: Any) -> str:
@@ -76,7 +95,6 @@ class PipelineIterator:
                 "or `dataset.p...`"
             )
         self._pipeline = pipeline
-        self._dataset = dataset
         self._program = compile_program(pipeline._steps, dataset.batch_class)
         if state is not None:
             if isinstance(state, dict):
@@ -89,10 +107,7 @@ class PipelineIterator:
                     "buffered by rebatch are not part of the state"
                 )
             plan = plan.resume(state)
-        self._plan = plan
         self._start = state if state is not None else plan.initial_state()
-        # (epoch, batch_in_epoch, iteration) after the last batch handed out
-        self._at = (self._start.epoch, self._start.batch_in_epoch, self._start.iteration)
         env = self._program.start_env(previous=pipeline._env)
         if restore is not None:
             env = replace(
@@ -101,19 +116,31 @@ class PipelineIterator:
                 static=env.static.update(restore.static),
                 dynamic=env.dynamic.update(restore.dynamic),
             )
-        self._run = RunState(
+        run = RunState(
             seed=plan.seed,
             env=env,
             batch_class=dataset.batch_class,
             config=pipeline.config,
             batch_size=plan.batch_size,
         )
-        self._executor = resolve_executor(executor, prefetch)
-        self._gen: Generator[Batch, None, None] = self._generate()
+        self._engine = _Engine(
+            pipeline,
+            dataset,
+            self._program,
+            plan,
+            self._start,
+            run,
+            resolve_executor(executor, prefetch),
+        )
+        # The generator refers to the engine, never to this iterator: when a loop that
+        # holds the only reference breaks off, the iterator and then the generator are
+        # freed at once, and the generator's cleanup stops the workers (no cycle to wait
+        # for the garbage collector).
+        self._gen: Generator[Batch, None, None] = self._engine.generate()
 
     # -- the iterator protocol ------------------------------------------------------------
-    def __iter__(self) -> Iterator[Batch]:
-        return self._gen
+    def __iter__(self) -> PipelineIterator:
+        return self
 
     def __next__(self) -> Batch:
         return next(self._gen)
@@ -121,7 +148,7 @@ class PipelineIterator:
     def close(self) -> None:
         """Stop the run: workers are stopped and joined, nothing is left behind."""
         self._gen.close()
-        self._run.close()
+        self._engine.run.close()
 
     def __enter__(self) -> PipelineIterator:
         return self
@@ -132,12 +159,17 @@ class PipelineIterator:
     # -- what the run has produced --------------------------------------------------------
     @property
     def seed(self) -> int:
-        return self._plan.seed
+        return self._engine.plan.seed
+
+    @property
+    def plan(self) -> BatchPlan:
+        """The batching plan this run follows."""
+        return self._engine.plan
 
     @property
     def env(self) -> Environment:
         """The run's environment now (variables and models)."""
-        return self._run.env
+        return self._engine.run.env
 
     def get_state(self) -> IterState:
         """Where the iteration is: resume from it to get the batches that come next."""
@@ -146,42 +178,106 @@ class PipelineIterator:
                 "get_state() is not available for a pipeline with rebatch: the items it "
                 "buffers between batches are not part of the state"
             )
-        epoch, in_epoch, iteration = self._at
-        plan = self._plan
+        epoch, in_epoch, iteration = self._engine.at
+        plan = self._engine.plan
         return IterState(plan.seed, epoch, in_epoch, iteration, plan.fingerprint)
 
     def result(self) -> Pipeline:
         """The pipeline, holding this run's environment (what ``run()`` returns)."""
-        return self._pipeline._with_env(self._run.env)
+        return self._pipeline._with_env(self._engine.run.env)
 
-    # -- the engine -----------------------------------------------------------------------
-    def _generate(self) -> Generator[Batch, None, None]:
+
+class _Engine:
+    """What one run of a pipeline iterates with: its program, plan, run state and workers."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        dataset: Dataset,
+        program: Any,
+        plan: BatchPlan,
+        start: IterState,
+        run: RunState,
+        executor: Any,
+    ) -> None:
+        self.pipeline = pipeline
+        self.dataset = dataset
+        self.program = program
+        self.plan = plan
+        self.start = start
+        # (epoch, batch_in_epoch, iteration) after the last batch handed out
+        self.at = (start.epoch, start.batch_in_epoch, start.iteration)
+        self.run = run
+        self.executor = executor
+        self.rng_blame: list[str] = []  # steps seen drawing from numpy's global RNG
+
+    def generate(self) -> Generator[Batch, None, None]:
+        stream: Any = None
         try:
             stream = self._first_stage()
-            for k, rb in enumerate(self._program.rebatches, start=1):
-                stream = self._rebatch(stream, rb, self._program.stages[k])
+            for k, rb in enumerate(self.program.rebatches, start=1):
+                stream = self._rebatch(stream, rb, self.program.stages[k])
+            # The first output batch only (the hot path stays free): did any step draw
+            # from numpy's global generator? Such a run cannot be reproduced.
+            mark = _global_rng_mark()
+            first = next(stream, None)
+            if _global_rng_moved(mark):
+                self._warn_global_rng()
+            if first is None:
+                return
+            yield first
             yield from stream
         finally:
-            self._run.close()
+            if stream is not None:
+                stream.close()
+            self.run.close()
+
+    def _warn_global_rng(self) -> None:
+        if self.rng_blame:
+            where = "step(s) " + ", ".join(f"`{label}`" for label in self.rng_blame)
+        else:
+            labels = [s.label for stage in self.program.stages for s in stage]
+            where = "one of the steps " + ", ".join(f"`{label}`" for label in labels)
+        warnings.warn(
+            f"{where} drew from numpy's global random generator (np.random.rand, "
+            "np.random.shuffle, ...) on the first batch of this run: the results depend on "
+            "global state, threads and processes, so the run is not reproducible from its "
+            "seed. Draw from `batch.random` (or `batch.random_for(item)`) instead.",
+            GlobalRandomWarning,
+            stacklevel=3,
+        )
+
+    def _watched(self, steps: Any, batch: Batch, ctx: BatchContext) -> Batch:
+        """Run the first batch step by step, noting the steps that use the global RNG."""
+        for i in range(len(steps)):
+            mark = _global_rng_mark()
+            try:
+                batch = run_compiled(steps[: i + 1], batch, ctx, i)
+            finally:
+                if _global_rng_moved(mark) and steps[i].label not in self.rng_blame:
+                    self.rng_blame.append(steps[i].label)
+        return batch
 
     def _first_stage(self) -> Iterator[Batch]:
-        steps = self._program.stages[0]
-        run, dataset = self._run, self._dataset
-        source = self._plan.coordinates(self._start)
-        executor = self._executor
+        steps = self.program.stages[0]
+        run, dataset = self.run, self.dataset
+        source = self.plan.coordinates(self.start)
+        executor = self.executor
         if executor is None:
             batch_at = dataset._batch_at
+            run_first: Any = self._watched  # the first batch runs step by step
             for epoch, in_epoch, after, positions in source:
                 ctx = BatchContext(run, epoch, after - 1)
                 try:
-                    out = run_compiled(steps, batch_at(positions, ctx), ctx)
+                    out = run_first(steps, batch_at(positions, ctx), ctx)
+                    run_first = run_compiled
                 except SkipBatch:
                     out = None
-                self._at = (epoch, in_epoch, after)
+                self.at = (epoch, in_epoch, after)
                 if out is not None:
                     yield out
             return
-        job = Job(self._pipeline._steps, dataset.batch_class, dataset, self._plan.seed)
+        job = Job(self.pipeline._steps, dataset.batch_class, dataset, self.plan.seed)
         executor.open(job, run)
         pending: deque[tuple[tuple[int, int, int], Any]] = deque()
         try:
@@ -203,12 +299,12 @@ class PipelineIterator:
 
     def _finish(self, at: tuple[int, int, int], future: Any) -> Batch | None:
         batch, position = future.result()
-        self._at = at
+        self.at = at
         if batch is None:
             return None
-        ctx = BatchContext(self._run, at[0], at[2] - 1)
+        ctx = BatchContext(self.run, at[0], at[2] - 1)
         try:
-            return run_compiled(self._program.stages[0], batch._with_ctx(ctx), ctx, position)
+            return run_compiled(self.program.stages[0], batch._with_ctx(ctx), ctx, position)
         except SkipBatch:
             return None
 
@@ -221,7 +317,7 @@ class PipelineIterator:
 
         def emit(batch: Batch) -> Batch | None:
             nonlocal produced
-            ctx = BatchContext(self._run, 0, produced)
+            ctx = BatchContext(self.run, 0, produced)
             produced += 1
             try:
                 return run_compiled(steps, batch._with_ctx(ctx), ctx)

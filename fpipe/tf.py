@@ -133,7 +133,7 @@ def to_tf_dataset(
     expected: int | None = None
     if cardinality == "auto":
         if not first_run._program.rebatches:
-            expected = first_run._plan.total_batches
+            expected = first_run.plan.total_batches
             if expected is None:
                 expected = int(tf.data.INFINITE_CARDINALITY)
     elif cardinality is not None:

@@ -620,7 +620,7 @@ def test_lock_is_released_when_the_action_raises():
     it = ds.p.train(boom_at=2).iterate(2)
     with pytest.raises(ActionError, match=r"train\(boom_at=2\)` failed on batch #1.*diverged"):
         list(it)
-    assert it._run.lock_is_held("tm_lock") is False
+    assert it._engine.run.lock_is_held("tm_lock") is False
     # the same lock is taken again: by a later batch of a run, and by another run
     r = ds.p.try_twice().run(2, prefetch=2)
     assert r.get_model_by_name("tm_locked")["updates"] == 4
@@ -632,7 +632,7 @@ def test_lock_names_are_per_run():
     ds = Dataset(8, TMLocked, preloaded=np.arange(8.0))
     a, b = ds.p.train().iterate(2), ds.p.train().iterate(2)
     next(a)
-    with a._run.lock("tm_lock"):  # one run holding its lock does not block another run
+    with a._engine.run.lock("tm_lock"):  # one run holding its lock does not block another run
         assert len(list(b)) == 4
     assert len(list(a)) == 3
 

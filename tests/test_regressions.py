@@ -256,13 +256,32 @@ def test_keyboard_interrupt_in_the_loop_body_stops_the_workers(new_workers):
 
 
 @pytest.mark.timeout(30)
-def test_keyboard_interrupt_in_a_bare_loop_stops_the_workers_once_collected(new_workers):
-    """BatchFlow bug: Ctrl-C in a bare `for batch in gen_batch(...)` left threads blocked."""
-    with pytest.raises(KeyboardInterrupt):
+def test_keyboard_interrupt_in_a_bare_loop_stops_the_workers(new_workers):
+    """BatchFlow bug: Ctrl-C in a bare `for batch in gen_batch(...)` left threads blocked.
+
+    No garbage collection is needed: the loop held the only reference to the iterator."""
+    gc.disable()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            for _ in numbers().p.reg_inc().gen_batch(4, prefetch=4):
+                assert prefetch_thread_names()
+                raise KeyboardInterrupt
+        assert new_workers() == []
+    finally:
+        gc.enable()
+
+
+@pytest.mark.timeout(30)
+def test_break_in_a_bare_loop_stops_the_workers_at_once(new_workers):
+    """BatchFlow bug: leaving a prefetching loop early left its workers running."""
+    gc.disable()
+    try:
         for _ in numbers().p.reg_inc().gen_batch(4, prefetch=4):
             assert prefetch_thread_names()
-            raise KeyboardInterrupt
-    assert new_workers(collect=True) == []
+            break
+        assert new_workers() == []
+    finally:
+        gc.enable()
 
 
 @pytest.mark.timeout(30)

@@ -1,0 +1,286 @@
+"""Checkpoint: periodic atomic saves, resuming after a kill, and refused checkpoints."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from fpipe import Batch, Checkpoint, Dataset, FpipeError, ResumeError, action, model
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+N = 24
+BLOCK_AT = "FPIPE_TEST_CKPT_BLOCK_AT"  # the child process hangs at this batch while it is set
+SGD_CALLS = [0]  # how many batches this process trained on
+
+
+class CkpRegression(Batch):
+    components = ("features", "targets")
+
+    @model(mode="dynamic")
+    def ckp_linear(batch, config):
+        return {"w": np.zeros(batch.features.shape[1]), "steps": np.zeros(1, dtype=np.int64)}
+
+    @action(model="ckp_linear")
+    def sgd_step(self, m, lr=0.05):
+        """One deterministic SGD step on the batch (with noise from batch.random)."""
+        err = self.features @ m["w"] - self.targets
+        grad = self.features.T @ err / len(self) + self.random.normal(scale=0.01, size=len(m["w"]))
+        m["w"] -= lr * grad  # the model's weights change in place, like a real framework's
+        m["steps"] += 1
+        SGD_CALLS[0] += 1
+        self.pipeline.update_variable("loss", float(np.mean(err**2)), mode="a")
+        self.pipeline.update_variable("seen", self.indices.tolist(), mode="e")
+        return self
+
+    @action
+    def hang_at(self):
+        block = os.environ.get(BLOCK_AT)
+        if block is not None and self.pipeline.iteration == int(block):
+            while True:  # wait to be killed
+                time.sleep(0.05)
+        return self
+
+    @action(model="ckp_linear")
+    def keep_lock(self, m):
+        m["lock"] = threading.Lock()  # cannot be pickled
+        return self
+
+
+def dataset():
+    gen = np.random.default_rng(0)
+    x = gen.normal(size=(N, 3))
+    y = x @ np.array([1.0, -2.0, 0.5]) + gen.normal(scale=0.1, size=N)
+    return Dataset(N, CkpRegression, preloaded={"features": x, "targets": y})
+
+
+def training():
+    return dataset().p.init_variable("loss", []).init_variable("seen", []).hang_at().sgd_step()
+
+
+RUN = {"batch_size": 4, "shuffle": True, "n_epochs": 3, "seed": 21}  # 18 batches
+
+
+def final(p):
+    """What a run ends with: its variables and its model's weights."""
+    m = p.models["ckp_linear"]
+    return p.get_variable("loss"), p.get_variable("seen"), m["w"].tolist(), int(m["steps"][0])
+
+
+def model_of(path):
+    with open(path, "rb") as f:
+        return pickle.load(f)["dynamic"]["ckp_linear"]
+
+
+# -- saving --------------------------------------------------------------------------------
+
+
+def test_every_must_be_a_positive_int():
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match=r"Checkpoint\(every=\.\.\.\) must be a positive int"):
+            Checkpoint("x", every=bad)
+
+
+def test_load_of_a_missing_checkpoint_is_none(tmp_path):
+    assert Checkpoint(tmp_path / "none.ckpt").load() is None
+
+
+def test_a_run_saves_state_variables_and_models_every_n_batches(tmp_path, monkeypatch):
+    saves = []
+    real_save = Checkpoint.save
+
+    def spy(self, state, env):
+        saves.append((state.iteration, len(env.variables["loss"])))
+        real_save(self, state, env)
+
+    monkeypatch.setattr(Checkpoint, "save", spy)
+    path = tmp_path / "run.ckpt"
+    training().run(**RUN, checkpoint=Checkpoint(path, every=5))
+    assert saves == [(5, 5), (10, 10), (15, 15), (18, 18)]
+    state, env = Checkpoint(path).load()
+    assert (state.seed, state.epoch, state.iteration) == (21, 2, 18)
+    assert len(env.variables["loss"]) == 18
+    assert int(env.dynamic["ckp_linear"]["steps"][0]) == 18
+
+
+def test_models_false_saves_variables_only(tmp_path):
+    path = tmp_path / "vars.ckpt"
+    training().run(**RUN, checkpoint=Checkpoint(path, every=100, models=False))
+    with open(path, "rb") as f:
+        saved = pickle.load(f)
+    assert sorted(saved) == ["state", "variables"]
+    assert len(saved["variables"]["seen"]) == 3 * N
+
+
+def test_a_checkpointed_run_ends_like_a_plain_run(tmp_path):
+    plain = training().run(**RUN)
+    saved = training().run(**RUN, checkpoint=Checkpoint(tmp_path / "c.ckpt", every=4))
+    assert final(saved) == final(plain)
+
+
+def test_a_finished_checkpoint_resumes_to_the_same_result(tmp_path):
+    ckpt = Checkpoint(tmp_path / "done.ckpt", every=3)
+    first = training().run(**RUN, checkpoint=ckpt)
+    again = training().run(**RUN, checkpoint=ckpt)
+    assert final(again) == final(first)
+
+
+def test_a_run_resumed_from_a_partial_checkpoint_matches_an_uninterrupted_one(tmp_path):
+    path = tmp_path / "partial.ckpt"
+    ckpt = Checkpoint(path, every=1)
+    with training().iterate(**RUN) as it:  # stop by hand after 7 batches
+        for k, _ in enumerate(it, start=1):
+            ckpt.save(it.get_state(), it.env)
+            if k == 7:
+                break
+    resumed = training().run(**RUN, checkpoint=ckpt)
+    plain = training().run(**RUN)
+    assert final(resumed) == final(plain)
+    np.testing.assert_array_equal(model_of(path)["w"], plain.models["ckp_linear"]["w"])
+
+
+def test_a_prefetching_run_saves_states_that_resume_like_a_sequential_run(tmp_path):
+    path = tmp_path / "prefetch.ckpt"
+    ckpt = Checkpoint(path, every=1)
+    with training().iterate(**RUN, prefetch=3) as it:
+        for k, _ in enumerate(it, start=1):
+            ckpt.save(it.get_state(), it.env)
+            if k == 5:
+                break
+    assert Checkpoint(path).load()[0].iteration == 5
+    assert len(Checkpoint(path).load()[1].variables["loss"]) == 5
+    resumed = training().run(**RUN, prefetch=2, checkpoint=ckpt)
+    assert final(resumed) == final(training().run(**RUN))
+
+
+def test_an_unpicklable_model_is_explained(tmp_path):
+    p = training().keep_lock()
+    with pytest.raises(
+        FpipeError, match=r"cannot checkpoint the run to .*Checkpoint\(\.\.\., models"
+    ):
+        p.run(**RUN, checkpoint=Checkpoint(tmp_path / "lock.ckpt", every=2))
+    assert not os.path.exists(tmp_path / "lock.ckpt")
+    assert os.listdir(tmp_path) == []  # no temporary file left behind
+
+
+def test_a_failed_write_leaves_the_previous_save_intact(tmp_path, monkeypatch):
+    path = tmp_path / "atomic.ckpt"
+    ckpt = Checkpoint(path, every=2)
+    with training().iterate(**RUN) as it:
+        next(it)
+        ckpt.save(it.get_state(), it.env)
+        before = path.read_bytes()
+        next(it)
+
+        def broken_fsync(fd):
+            raise OSError("disk full")
+
+        monkeypatch.setattr(os, "fsync", broken_fsync)
+        with pytest.raises(OSError, match="disk full"):
+            ckpt.save(it.get_state(), it.env)
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["atomic.ckpt"]
+    assert Checkpoint(path).load()[0].iteration == 1
+
+
+def test_a_checkpoint_of_another_run_is_refused(tmp_path):
+    ckpt = Checkpoint(tmp_path / "other.ckpt", every=2)
+    training().run(**RUN, checkpoint=ckpt)
+    with pytest.raises(ResumeError, match="belongs to another pipeline, dataset or batching plan"):
+        training().run(**{**RUN, "batch_size": 6}, checkpoint=ckpt)
+
+
+@pytest.mark.parametrize(
+    "content", [b"\x80\x04not a pickle", b"", b"garbage"], ids=["bad", "empty", "text"]
+)
+def test_a_corrupt_checkpoint_is_an_error(tmp_path, content):
+    path = tmp_path / "corrupt.ckpt"
+    path.write_bytes(content)
+    with pytest.raises(FpipeError, match=r"corrupt\.ckpt is corrupt or not an fpipe checkpoint"):
+        training().run(**RUN, checkpoint=Checkpoint(path))
+
+
+def test_a_truncated_checkpoint_is_an_error(tmp_path):
+    path = tmp_path / "cut.ckpt"
+    training().run(**RUN, checkpoint=Checkpoint(path, every=5))
+    path.write_bytes(path.read_bytes()[:-20])
+    with pytest.raises(FpipeError, match="is corrupt or not an fpipe checkpoint"):
+        Checkpoint(path).load()
+
+
+def test_a_pickle_that_is_not_a_checkpoint_is_an_error(tmp_path):
+    path = tmp_path / "list.ckpt"
+    path.write_bytes(pickle.dumps([1, 2]))
+    with pytest.raises(FpipeError, match="holds a list, not a dict with 'state' and 'variables'"):
+        training().run(**RUN, checkpoint=Checkpoint(path))
+
+
+def test_a_checkpoint_with_a_bad_state_is_refused(tmp_path):
+    path = tmp_path / "badstate.ckpt"
+    path.write_bytes(pickle.dumps({"state": {"seed": 1}, "variables": {}}))
+    with pytest.raises(ValueError, match="IterState dict lacks key"):
+        training().run(**RUN, checkpoint=Checkpoint(path))
+
+
+# -- killed and restarted ------------------------------------------------------------------
+
+CHILD = """
+import sys
+sys.path.insert(0, {here!r})
+import numpy as np
+from test_checkpoint import RUN, SGD_CALLS, training
+from fpipe import Checkpoint
+path, out = sys.argv[1:]
+p = training().run(**RUN, checkpoint=Checkpoint(path, every=3))
+np.savez(out, w=p.models["ckp_linear"]["w"], steps=p.models["ckp_linear"]["steps"],
+         loss=np.array(p.get_variable("loss")), seen=np.array(p.get_variable("seen")))
+print("trained on", SGD_CALLS[0], "batches")
+"""
+
+
+def wait_for_checkpoint(path, proc, iteration, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the training process ended before it was killed"
+        if os.path.exists(path):
+            state, _ = Checkpoint(path).load()
+            if state.iteration >= iteration:
+                return state
+        time.sleep(0.05)
+    raise AssertionError(f"no checkpoint at iteration {iteration} after {timeout} s")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_a_killed_training_run_restarts_and_ends_like_an_uninterrupted_one(tmp_path):
+    path, out = str(tmp_path / "train.ckpt"), str(tmp_path / "out.npz")
+    cmd = [sys.executable, "-c", CHILD.format(here=HERE), path, out]
+    env = {**os.environ, BLOCK_AT: "7"}  # saves at 3 and 6, then hangs in batch #7
+    proc = subprocess.Popen(cmd, env=env)
+    try:
+        state = wait_for_checkpoint(path, proc, 6)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    assert state.iteration == 6 and not os.path.exists(out)
+    assert int(model_of(path)["steps"][0]) == 6
+
+    env.pop(BLOCK_AT)
+    done = subprocess.run(cmd, env=env, check=True, timeout=90, capture_output=True, text=True)
+    assert done.stdout.strip() == "trained on 12 batches"  # it resumed after batch 6
+    got = np.load(out)
+
+    plain = training().run(**RUN)
+    m = plain.models["ckp_linear"]
+    np.testing.assert_array_equal(got["w"], m["w"], strict=True)
+    assert int(got["steps"][0]) == 18 == int(m["steps"][0])
+    assert got["loss"].tolist() == plain.get_variable("loss")
+    assert got["seen"].tolist() == plain.get_variable("seen")

@@ -1,0 +1,342 @@
+"""Counter-based randomness: derive(), seeds, batch.random per (seed, epoch, batch, step)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fpipe import (
+    Batch,
+    Dataset,
+    FpipeError,
+    GlobalRandomWarning,
+    Pipeline,
+    ThreadExecutor,
+    action,
+    inbatch_parallel,
+    rng,
+)
+from fpipe.rng import derive, normalize_seed
+
+N = 12
+
+
+class RngDraws(Batch):
+    components = ("x", "a", "b", "c")
+
+    @action
+    def draw_a(self, k=1):
+        draws = self.random.random((len(self), k))
+        return self.replace(a=draws[:, 0])
+
+    @action
+    def draw_b(self):
+        return self.replace(b=self.random.random(len(self)))
+
+    @action
+    def draw_c(self):
+        return self.replace(c=self.random.random(len(self)))
+
+    @action
+    def twice(self):
+        first = self.random.random(len(self))
+        again = self.replace(a=first)
+        return again.replace(b=again.random.random(len(self)))
+
+    @action
+    def plain(self):
+        return self.replace(x=self.x + 1)
+
+    @action
+    def global_rand(self):
+        return self.replace(x=self.x + np.random.rand(len(self)))
+
+    @action
+    @inbatch_parallel(init="indices", post="_collect", target="threads")
+    def per_item(self, item_id, rng):
+        return rng.random()
+
+    def _collect(self, results):
+        return self.replace(c=np.array(results))
+
+
+def dataset():
+    return Dataset(N, RngDraws, preloaded={"x": np.zeros(N)})
+
+
+def outputs(pipeline, batch_size=5, **kwargs):
+    """(indices, a, b, c) of every output batch."""
+    return [(b.indices.copy(), b.a, b.b, b.c) for b in pipeline.gen_batch(batch_size, **kwargs)]
+
+
+def assert_same(xs, ys):
+    assert len(xs) == len(ys)
+    for x, y in zip(xs, ys, strict=True):
+        for u, v in zip(x, y, strict=True):
+            if u is None or v is None:
+                assert u is None and v is None
+            else:
+                np.testing.assert_array_equal(u, v, strict=True)
+
+
+# -- derive and normalize_seed ---------------------------------------------------------------
+
+
+def test_derive_gives_the_same_stream_for_the_same_seed_and_path():
+    a = derive(7, 2, 0, 3).random(5)
+    b = derive(7, 2, 0, 3).random(5)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_derive_gives_different_streams_for_other_paths_and_seeds():
+    base = derive(7, 2, 0, 3).random(4)
+    for other in (derive(8, 2, 0, 3), derive(7, 2, 0, 4), derive(7, 2, 0), derive(7, 2, 0, 3, 0)):
+        assert not np.array_equal(base, other.random(4))
+
+
+def test_derive_returns_independent_generators():
+    g1 = derive(1, 5)
+    g2 = derive(1, 5)
+    g1.random(100)  # advancing one does not move the other
+    np.testing.assert_array_equal(g2.random(3), derive(1, 5).random(3))
+
+
+def test_derive_streams_are_uncorrelated_across_neighbouring_paths():
+    draws = np.array([derive(3, rng.PURPOSE_BATCH, 0, i).random(2000) for i in range(4)])
+    corr = np.corrcoef(draws)
+    off_diagonal = corr[~np.eye(4, dtype=bool)]
+    assert np.abs(off_diagonal).max() < 0.1
+
+
+def test_normalize_seed_keeps_ints():
+    assert normalize_seed(5) == 5
+    assert normalize_seed(np.int64(9)) == 9
+    assert type(normalize_seed(np.int64(9))) is int
+
+
+def test_normalize_seed_of_none_is_a_fresh_non_negative_int():
+    seeds = {normalize_seed(None) for _ in range(3)}
+    assert len(seeds) == 3
+    assert all(isinstance(s, int) and 0 <= s < 2**63 for s in seeds)
+
+
+def test_normalize_seed_of_a_generator_is_one_draw_from_it():
+    assert normalize_seed(np.random.default_rng(3)) == normalize_seed(np.random.default_rng(3))
+    gen = np.random.default_rng(3)
+    assert normalize_seed(gen) != normalize_seed(gen)
+
+
+def test_normalize_seed_refuses_bools():
+    with pytest.raises(
+        TypeError, match="seed must be an int, a numpy Generator or None, not a bool"
+    ):
+        normalize_seed(True)
+
+
+def test_normalize_seed_refuses_negative_ints():
+    with pytest.raises(ValueError, match="seed must be non-negative, got -1"):
+        normalize_seed(-1)
+
+
+@pytest.mark.parametrize(("bad", "name"), [(1.5, "float"), ("7", "str"), ([1], "list")])
+def test_normalize_seed_refuses_other_types_and_names_them(bad, name):
+    with pytest.raises(TypeError, match=f"shuffle must be .* not {name}"):
+        normalize_seed(bad, what="shuffle")
+
+
+def test_run_refuses_a_bad_seed():
+    with pytest.raises(TypeError, match="seed must be an int, a numpy Generator or None, not str"):
+        dataset().p.draw_a().run(4, seed="x")
+
+
+# -- batch.random ----------------------------------------------------------------------------
+
+
+def test_batch_random_outside_a_run_explains_itself():
+    b = RngDraws(np.arange(3), preloaded={"x": np.zeros(3)})
+    with pytest.raises(FpipeError, match=r"batch\.random is only defined while the batch goes"):
+        b.random
+    with pytest.raises(FpipeError, match=r"batch\.random is only defined while"):
+        b.random_for(0)
+
+
+def test_batch_random_is_derived_from_seed_epoch_batch_position_and_step():
+    p = dataset().p.plain().draw_b()
+    batches = list(p.gen_batch(5, n_epochs=2, shuffle=True, seed=11))
+    assert len(batches) == 6
+    for iteration, b in enumerate(batches):
+        epoch = iteration // 3
+        gen = derive(11, rng.PURPOSE_BATCH, epoch, iteration, 1)  # draw_b is step 1
+        np.testing.assert_array_equal(b.b, gen.random(len(b)))
+
+
+def test_batch_random_continues_one_stream_within_a_step():
+    b = dataset().p.twice().next_batch(4, seed=2)
+    gen = derive(2, rng.PURPOSE_BATCH, 0, 0, 0)
+    np.testing.assert_array_equal(b.a, gen.random(4))
+    np.testing.assert_array_equal(b.b, gen.random(4))
+
+
+def test_runs_with_the_same_seed_repeat_and_other_seeds_differ():
+    p = dataset().p.draw_a().draw_b()
+    assert_same(outputs(p, seed=4), outputs(p, seed=4))
+    assert not np.array_equal(outputs(p, seed=4)[0][1], outputs(p, seed=5)[0][1])
+
+
+def test_seed_is_accepted_by_run_gen_batch_iterate_and_next_batch():
+    p = dataset().p.draw_a()
+    first = next(iter(p.gen_batch(4, seed=8))).a
+    np.testing.assert_array_equal(next(p.iterate(4, seed=8)).a, first)
+    np.testing.assert_array_equal(p.next_batch(4, seed=8).a, first)
+    assert p.run(4, seed=8, n_epochs=1) is not None
+    assert p.iterate(4, seed=8).seed == 8
+
+
+def test_an_unseeded_run_records_its_seed_so_it_can_be_repeated():
+    p = dataset().p.draw_a()
+    it = p.iterate(5)
+    out = [b.a for b in it]
+    again = [b.a for b in p.gen_batch(5, seed=it.seed)]
+    for x, y in zip(out, again, strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_a_shuffle_int_is_the_seed_of_batch_random_too():
+    p = dataset().p.draw_a()
+    assert_same(outputs(p, shuffle=21), outputs(p, shuffle=True, seed=21))
+
+
+@pytest.mark.parametrize("prefetch", [1, 2, 5, 8])
+def test_batch_random_is_the_same_whatever_the_prefetch(prefetch):
+    p = dataset().p.draw_a().plain().draw_b() @ 0.7
+    kwargs = {"shuffle": True, "n_epochs": 2, "seed": 13}
+    assert_same(outputs(p, **kwargs, prefetch=prefetch), outputs(p, **kwargs))
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_batch_random_is_the_same_on_thread_executors(workers):
+    p = dataset().p.draw_a().draw_b().per_item()
+    kwargs = {"shuffle": True, "n_epochs": 2, "seed": 17}
+    assert_same(outputs(p, **kwargs, executor=ThreadExecutor(workers)), outputs(p, **kwargs))
+
+
+# -- per-step streams ------------------------------------------------------------------------
+
+
+def test_drawing_more_in_one_step_leaves_the_next_steps_stream_alone():
+    few = outputs(dataset().p.draw_a(k=1).draw_b(), seed=3)
+    many = outputs(dataset().p.draw_a(k=50).draw_b(), seed=3)
+    for x, y in zip(few, many, strict=True):
+        assert not np.array_equal(x[1], y[1])  # step 0 drew differently...
+        np.testing.assert_array_equal(x[2], y[2])  # ...and step 1 saw the same stream
+
+
+def test_a_step_that_stops_drawing_leaves_the_other_steps_streams_alone():
+    drawing = outputs(dataset().p.draw_a().draw_b(), seed=3)
+    quiet = outputs(dataset().p.plain().draw_b(), seed=3)
+    for x, y in zip(drawing, quiet, strict=True):
+        np.testing.assert_array_equal(x[2], y[2])
+
+
+def test_steps_draw_different_streams_in_the_same_batch():
+    b = dataset().p.draw_b().draw_c().next_batch(6, seed=1)
+    assert not np.array_equal(b.b, b.c)
+
+
+def test_a_maybe_step_does_not_change_the_streams_after_it():
+    inner = Pipeline().draw_a(k=20)
+    ref = outputs(dataset().p.plain() + (inner @ 0.0) + Pipeline().draw_b(), seed=6)
+    for prob in (0.5, 1.0):
+        got = outputs(dataset().p.plain() + (inner @ prob) + Pipeline().draw_b(), seed=6)
+        for x, y in zip(ref, got, strict=True):
+            np.testing.assert_array_equal(x[2], y[2])
+
+
+def test_maybe_coin_is_derived_from_seed_batch_and_step_path():
+    p = dataset().p.plain() + (Pipeline().draw_a() @ 0.5)
+    batches = list(p.gen_batch(2, n_epochs=3, seed=9))
+    fired = [b.a is not None for b in batches]
+    expected = [
+        derive(9, rng.PURPOSE_MAYBE, i // 6, i, 1).random() < 0.5 for i in range(len(batches))
+    ]
+    assert fired == expected
+    assert any(fired) and not all(fired)
+
+
+def test_steps_inside_a_maybe_draw_from_their_nested_path():
+    p = dataset().p + (Pipeline().plain().draw_b() @ 1.0)
+    b = p.next_batch(4, seed=5)
+    np.testing.assert_array_equal(b.b, derive(5, rng.PURPOSE_BATCH, 0, 0, 0, 1).random(4))
+
+
+def test_inbatch_parallel_items_get_their_own_generators():
+    b = dataset().p.per_item().next_batch(5, seed=12)
+    expected = [derive(12, rng.PURPOSE_ITEM, 0, 0, 0, j).random() for j in range(5)]
+    np.testing.assert_array_equal(b.c, np.array(expected))
+    assert len(set(b.c.tolist())) == 5
+
+
+def test_shuffle_order_is_derived_from_seed_and_epoch_only():
+    p = dataset().p.plain()
+    batches = list(p.gen_batch(N, shuffle=True, n_epochs=2, seed=30))
+    assert len(batches) == 2
+    for epoch, b in enumerate(batches):
+        order = derive(30, rng.PURPOSE_SHUFFLE, epoch).permutation(N)
+        np.testing.assert_array_equal(b.indices, order)
+
+
+# -- the global numpy RNG --------------------------------------------------------------------
+
+
+def test_an_action_that_draws_from_the_global_rng_warns_and_is_named():
+    p = dataset().p.draw_a().global_rand()
+    with pytest.warns(GlobalRandomWarning, match=r"step\(s\) `global_rand\(\)` drew from numpy"):
+        p.run(4, seed=1)
+
+
+def test_the_global_rng_warning_says_to_use_batch_random():
+    p = dataset().p.global_rand()
+    with pytest.warns(GlobalRandomWarning, match="Draw from `batch.random`"):
+        list(p.gen_batch(4, seed=1))
+
+
+def test_the_global_rng_warning_comes_once_per_run():
+    p = dataset().p.global_rand()
+    with pytest.warns(GlobalRandomWarning) as record:
+        p.run(3, seed=1, n_epochs=2)
+    assert len(record) == 1
+
+
+def test_the_global_rng_is_detected_with_prefetch_threads_too():
+    p = dataset().p.plain().global_rand()
+    with pytest.warns(GlobalRandomWarning, match="one of the steps `plain\\(\\)`, `global_rand"):
+        p.run(3, seed=1, prefetch=2)
+
+
+def test_batch_random_does_not_touch_the_global_rng():
+    before = np.random.get_state(legacy=False)["state"]["pos"]
+    dataset().p.draw_a().draw_b().per_item().run(4, seed=1, prefetch=2)
+    assert np.random.get_state(legacy=False)["state"]["pos"] == before
+
+
+class RngSeeder(Batch):
+    @action
+    def reseed(self):
+        np.random.seed(5)  # like keras.utils.set_random_seed in a model factory
+        return self
+
+    @action
+    def reseed_and_draw(self):
+        np.random.seed(5)
+        return self.replace(data=self.data + np.random.rand(len(self)))
+
+
+def test_reseeding_the_global_rng_without_drawing_does_not_warn():
+    state = np.random.get_state()
+    try:
+        ds = Dataset(6, RngSeeder, preloaded=np.zeros(6))
+        ds.p.reseed().run(3, seed=1)
+        with pytest.warns(GlobalRandomWarning, match="`reseed_and_draw\\(\\)` drew from"):
+            ds.p.reseed_and_draw().run(3, seed=1)
+    finally:
+        np.random.set_state(state)

@@ -1,0 +1,135 @@
+"""fpipe.testing: assert_resumable and assert_batches_equal catch what they promise to."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from fpipe import Batch, Dataset, ResumeError, action
+from fpipe.testing import assert_batches_equal, assert_resumable
+
+N = 11
+
+
+class TstItems(Batch):
+    components = ("x", "y")
+
+    @action
+    def noisy(self):
+        return self.replace(x=self.x + self.random.normal(size=len(self)))
+
+    @action
+    def label(self):
+        return self.replace(y=(self.x > 0).astype(np.int8))
+
+    @action
+    def count_seen(self):
+        """Depends on what the run saw before: not resumable from an iteration state."""
+        seen = self.pipeline.get_variable("seen") + 1
+        self.pipeline.set_variable("seen", seen)
+        return self.replace(x=self.x + seen)
+
+
+def dataset():
+    return Dataset(N, TstItems, preloaded={"x": np.arange(N, dtype=np.float32)})
+
+
+def loose(x, cls=TstItems, indices=None):
+    x = np.asarray(x)
+    return cls(np.arange(len(x)) if indices is None else indices, preloaded={"x": x})
+
+
+def test_assert_resumable_passes_a_random_shuffled_pipeline_and_counts_its_batches():
+    p = dataset().p.noisy().label()
+    assert assert_resumable(p, 4, shuffle=True, n_epochs=2, seed=3) == 6
+
+
+def test_assert_resumable_works_without_a_seed():
+    assert assert_resumable(dataset().p.noisy(), 5, shuffle=True) == 3
+
+
+def test_assert_resumable_accepts_a_generator_seed():
+    n = assert_resumable(dataset().p.noisy(), 5, shuffle=np.random.default_rng(1))
+    assert n == 3
+
+
+def test_assert_resumable_catches_a_pipeline_that_depends_on_earlier_batches():
+    p = dataset().p.init_variable("seen", 0).count_seen()
+    with pytest.raises(
+        AssertionError,
+        match=r"resumed at position 1 \(state via json\), batch 1: component 'x' differs",
+    ):
+        assert_resumable(p, 4, seed=1)
+
+
+def test_assert_resumable_catches_a_pipeline_that_is_not_deterministic():
+    calls = iter(range(1000))
+    p = dataset().p.apply(lambda b: b.replace(x=b.x + next(calls)))
+    with pytest.raises(
+        AssertionError,
+        match=r"resumed at position 0 \(state via json\), batch 0: component .x. differs",
+    ):
+        assert_resumable(p, 4, seed=1)
+
+
+def test_assert_resumable_refuses_an_endless_run():
+    with pytest.raises(ValueError, match="needs a run that ends"):
+        assert_resumable(dataset().p, 4, n_epochs=None)
+
+
+def test_assert_resumable_refuses_a_state_argument():
+    with pytest.raises(TypeError, match="takes no state="):
+        assert_resumable(dataset().p, 4, state={})
+
+
+def test_assert_resumable_reports_that_rebatch_cannot_resume():
+    with pytest.raises(ResumeError, match="get_state\\(\\) is not available for a pipeline with"):
+        assert_resumable(dataset().p.noisy().rebatch(3), 4, seed=1)
+
+
+def test_assert_batches_equal_accepts_bit_identical_batches():
+    assert_batches_equal(loose([1.0, np.nan]), loose([1.0, np.nan]))
+
+
+def test_assert_batches_equal_sees_a_dtype_difference():
+    with pytest.raises(AssertionError, match=r"component 'x' differs: .*dtype float64 != float32"):
+        assert_batches_equal(loose(np.zeros(2)), loose(np.zeros(2, np.float32)))
+
+
+def test_assert_batches_equal_sees_a_sign_of_zero():
+    with pytest.raises(AssertionError, match="here: component 'x' differs"):
+        assert_batches_equal(loose([0.0]), loose([-0.0]), "here")
+
+
+def test_assert_batches_equal_sees_a_shape_difference():
+    with pytest.raises(AssertionError, match=r"shape \(2,\) != \(3,\)"):
+        assert_batches_equal(loose([1, 2]), loose([1, 2, 3]))
+
+
+def test_assert_batches_equal_sees_other_indices():
+    with pytest.raises(AssertionError, match="indices differ"):
+        assert_batches_equal(loose([1, 2]), loose([1, 2], indices=np.array([5, 6])))
+
+
+def test_assert_batches_equal_sees_a_missing_component():
+    a = loose([1, 2])
+    with pytest.raises(AssertionError, match=r"component 'y' differs: .*!= None"):
+        assert_batches_equal(a.replace(y=np.array([0, 1])), a)
+
+
+def test_assert_batches_equal_sees_another_batch_class():
+    with pytest.raises(AssertionError, match="batch class Batch != TstItems"):
+        assert_batches_equal(loose([1]), Batch(np.arange(1), preloaded=np.array([1])))
+
+
+def test_importing_fpipe_stays_light():
+    code = (
+        "import sys, fpipe, fpipe.testing; "
+        "heavy = [m for m in ('tensorflow', 'distributed', 'dask', 'hypothesis', 'pytest') "
+        "if m in sys.modules]; print(heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
