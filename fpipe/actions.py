@@ -89,10 +89,29 @@ class ActionDefinition:
         return f"<action {self.qualname}{extra}>"
 
     def __reduce__(self):
-        # Methods pickle by reference to their class; plain functions by their own reference.
-        if self.owner is not None:
+        # A method of an importable class pickles by reference to it. Otherwise (a plain
+        # function, or a class that cloudpickle/Dask sends by value, e.g. one defined in
+        # a script's __main__, whose attributes are restored one by one) it goes by value.
+        if self.owner is not None and _importable(self.owner):
             return (getattr, (self.owner, self.name))
-        return (ActionDefinition, (self.fn, self.model, self.use_lock))
+        return (_by_value, (self.fn, self.model, self.use_lock, self.name))
+
+
+def _importable(cls: type) -> bool:
+    import sys
+
+    if cls.__module__ == "__main__":
+        return False
+    found: Any = sys.modules.get(cls.__module__)
+    for part in cls.__qualname__.split("."):
+        found = getattr(found, part, None)
+    return found is cls
+
+
+def _by_value(fn: Callable[..., Any], model: str | None, use_lock: str | None, name: str):
+    definition = ActionDefinition(fn, model, use_lock)
+    definition.name = name
+    return definition
 
 
 @overload

@@ -19,7 +19,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -51,6 +51,28 @@ class Job:
     dataset: Any
     seed: int
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def for_workers(self) -> Job:
+        """This job with only the steps up to the pure prefix: the rest stays on the driver.
+
+        Steps keep their positions (their random streams depend on them); a lambda in a
+        later, driver-side step (e.g. ``update_variable(name, lambda b: ...)``) is never sent.
+        """
+        from .interpreter import compile_program
+        from .steps import Join, Rebatch
+
+        program = compile_program(self.steps, self.batch_class)
+        stage = program.stages[0]
+        prefix = program.pure_prefix
+        if prefix < len(stage):
+            cut = stage[prefix].path[0]
+        elif program.rebatches:
+            cut = next(i for i, s in enumerate(self.steps) if isinstance(s, Rebatch))
+        else:
+            return self
+        while cut > 0 and isinstance(self.steps[cut - 1], Join):
+            cut -= 1
+        return replace(self, steps=self.steps[:cut])
 
 
 @dataclass(frozen=True)
@@ -158,6 +180,10 @@ def check_picklable(job: Job) -> bytes:
         return pickle.dumps(job)
     except Exception as exc:
         culprit = "the dataset"
+        try:
+            pickle.dumps(job.batch_class)
+        except Exception:
+            culprit = f"the batch class {job.batch_class.__qualname__}"
         for i, step in enumerate(job.steps):
             try:
                 pickle.dumps(step)
@@ -187,7 +213,7 @@ class ProcessExecutor(Executor):
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        payload = check_picklable(job)
+        payload = check_picklable(job.for_workers())
         self._pool = ProcessPoolExecutor(
             self.workers,
             mp_context=multiprocessing.get_context(self.start_method),
@@ -220,6 +246,7 @@ class DaskExecutor(Executor):
         self._job: Any = None
 
     def open(self, job: Job, run: RunState) -> None:
+        job = job.for_workers()
         check_picklable(job)
         self._job = self.client.scatter(job, broadcast=True, hash=False)
 

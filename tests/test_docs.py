@@ -33,6 +33,12 @@ def test_the_readme_has_exactly_two_commands():
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_shown_only_blocks_compile(page: Path):
+    for k, block in enumerate(re.findall(r"^```py\n(.*?)^```$", page.read_text(), re.S | re.M)):
+        compile(block, f"{page.name} py block {k}", "exec")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
 def test_page_code_runs(page: Path, tmp_path: Path):
     blocks = python_blocks(page)
     if not blocks:

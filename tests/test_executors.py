@@ -1,0 +1,393 @@
+"""Executors: threads, processes and Dask give the sequential run's results, bit for bit."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fpipe import (
+    ActionError,
+    Batch,
+    Dataset,
+    Pipeline,
+    PipelineDefinitionError,
+    ProcessExecutor,
+    ThreadExecutor,
+    action,
+)
+from fpipe.executors import Job, resolve_executor
+
+N_ITEMS, BATCH = 23, 4
+DRIVER_PID = os.getpid()
+
+
+class ExecNums(Batch):
+    components = ("x", "y", "pid", "thread", "dpid", "dthread")
+
+    @action
+    def noisy_square(self):
+        """Pure: uses only the batch's own random stream."""
+        return self.replace(y=self.x**2 + self.random.normal(size=len(self)))
+
+    @action
+    def mark_worker(self):
+        """Pure: records where it ran."""
+        n = len(self)
+        name = threading.current_thread().name
+        return self.replace(pid=np.full(n, os.getpid()), thread=np.array([name] * n))
+
+    @action(use_lock="exec_lock")
+    def record_driver(self):
+        """Needs the environment (a lock and a variable): runs on the driver."""
+        n = len(self)
+        self.pipeline.update_variable("seen", self.indices.tolist(), mode="e")
+        self.pipeline.update_variable("total", self.pipeline.get_variable("total") + self.y.sum())
+        name = threading.current_thread().name
+        return self.replace(dpid=np.full(n, os.getpid()), dthread=np.array([name] * n))
+
+
+def exec_scale(batch, k):
+    """A plain module-level function: pure, picklable."""
+    return batch.replace(x=batch.x * k)
+
+
+def exec_reads_variable(batch):
+    """Looks pure (plain function) but reads a variable: handed back to the driver."""
+    k = batch.pipeline.get_variable("k")
+    n = len(batch)
+    name = threading.current_thread().name
+    return batch.replace(x=batch.x + k, dpid=np.full(n, os.getpid()), dthread=np.array([name] * n))
+
+
+def exec_die_once(batch, marker, index):
+    """Kill this worker process the first time batch ``index`` passes."""
+    if int(batch.indices[0]) == index and not os.path.exists(marker):
+        Path(marker).touch()
+        os._exit(1)
+    return batch
+
+
+def exec_fail_on(batch, index):
+    if index in batch.indices:
+        raise ValueError(f"cannot take item {index}")
+    return batch
+
+
+FAIL = (
+    r"step 5 `apply\(exec_fail_on, 11\)` failed on batch #\d+ \(epoch 0, \d items: .*11.*\): "
+    r"ValueError: cannot take item 11"
+)
+
+
+def exec_dataset() -> Dataset:
+    x = np.arange(N_ITEMS, dtype=np.float64)
+    return Dataset(N_ITEMS, ExecNums, preloaded={"x": x})
+
+
+def exec_pipeline(*extra: Pipeline) -> Pipeline:
+    p = (
+        Pipeline()
+        .init_variable("seen", [])
+        .init_variable("total", 0.0)
+        .apply(exec_scale, 3.0)
+        .noisy_square()
+        .mark_worker()
+    )
+    for e in extra:
+        p = p + e
+    return (p.record_driver()) << exec_dataset()
+
+
+RUN = {"shuffle": True, "n_epochs": 2, "seed": 7}
+
+
+def collect(pipeline: Pipeline, **kwargs):
+    with pipeline.iterate(BATCH, **{**RUN, **kwargs}) as it:
+        batches = list(it)
+        env = it.env
+    return batches, env
+
+
+def assert_same_batches(got, expected):
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(g.indices, e.indices)
+        assert g.x.tobytes() == e.x.tobytes()
+        assert g.y.tobytes() == e.y.tobytes()
+
+
+@pytest.fixture(scope="module")
+def sequential():
+    return collect(exec_pipeline(), prefetch=0)
+
+
+def test_resolve_executor_turns_names_and_prefetch_into_executors():
+    assert resolve_executor(None, prefetch=0) is None
+    assert resolve_executor("sequential", prefetch=3) is None
+    threads = resolve_executor("threads", prefetch=3)
+    assert isinstance(threads, ThreadExecutor) and threads.window == 3
+    procs = resolve_executor("processes", prefetch=0)
+    assert isinstance(procs, ProcessExecutor) and procs.workers == 2
+    mine = ProcessExecutor(1)
+    assert resolve_executor(mine, prefetch=5) is mine
+
+
+def test_resolve_executor_rejects_unknown_names_and_bad_prefetch():
+    with pytest.raises(ValueError, match=r"unknown executor 'gpu'; use one of 'threads'"):
+        resolve_executor("gpu")
+    with pytest.raises(ValueError, match=r"prefetch must be an int >= 0, got -1"):
+        resolve_executor(None, prefetch=-1)
+    with pytest.raises(ValueError, match=r"prefetch must be an int >= 0, got True"):
+        resolve_executor(None, prefetch=True)
+    with pytest.raises(ValueError, match=r"ThreadExecutor needs at least one worker, got 0"):
+        ThreadExecutor(0)
+    with pytest.raises(ValueError, match=r"ProcessExecutor needs at least one worker, got 0"):
+        ProcessExecutor(0)
+
+
+def test_sequential_run_does_everything_on_the_driver_thread(sequential):
+    batches, env = sequential
+    assert len(batches) == 2 * -(-N_ITEMS // BATCH)
+    main = threading.main_thread().name
+    for b in batches:
+        assert set(b.pid.tolist()) == {DRIVER_PID} and set(b.thread.tolist()) == {main}
+    seen = env.variables["seen"]
+    assert sorted(seen) == sorted(list(range(N_ITEMS)) * 2)
+
+
+@pytest.mark.parametrize(
+    "executor, prefetch",
+    [(None, 2), ("threads", 3), (ThreadExecutor(1), 0), (ThreadExecutor(4), 0)],
+    ids=["default-prefetch2", "threads-prefetch3", "ThreadExecutor1", "ThreadExecutor4"],
+)
+@pytest.mark.timeout(60)
+def test_threads_give_the_sequential_results_and_run_the_pure_prefix_on_worker_threads(
+    sequential, executor, prefetch
+):
+    expected, env0 = sequential
+    got, env = collect(exec_pipeline(), prefetch=prefetch, executor=executor)
+    assert_same_batches(got, expected)
+    assert env.variables["seen"] == env0.variables["seen"]  # appended in batch order
+    assert env.variables["total"] == env0.variables["total"]
+    main = threading.main_thread().name
+    for b in got:
+        (thread,) = set(b.thread.tolist())
+        assert thread.startswith("fpipe-prefetch")  # the pure prefix ran on a worker thread
+        assert set(b.dthread.tolist()) == {main}  # the locked, variable-writing step did not
+
+
+@pytest.mark.timeout(60)
+def test_run_with_processes_gives_the_sequential_results_and_pure_steps_run_in_workers(
+    sequential,
+):
+    expected, env0 = sequential
+    got, env = collect(exec_pipeline(), executor=ProcessExecutor(2))
+    assert_same_batches(got, expected)
+    assert env.variables["seen"] == env0.variables["seen"]
+    assert env.variables["total"] == env0.variables["total"]
+    worker_pids = {p for b in got for p in b.pid.tolist()}
+    assert DRIVER_PID not in worker_pids and 1 <= len(worker_pids) <= 2
+    assert {p for b in got for p in b.dpid.tolist()} == {DRIVER_PID}
+
+
+@pytest.mark.timeout(60)
+def test_run_and_gen_batch_take_an_executor_and_end_with_the_sequential_variables(sequential):
+    expected, env0 = sequential
+    p = exec_pipeline()
+    done = p.run(BATCH, executor=ProcessExecutor(2), **RUN)
+    assert done.get_variable("seen") == env0.variables["seen"]
+    assert done.get_variable("total") == env0.variables["total"]
+    got = list(p.gen_batch(BATCH, prefetch=2, **RUN))
+    assert_same_batches(got, expected)
+
+
+@pytest.mark.timeout(60)
+def test_a_step_that_reads_a_variable_on_a_worker_is_run_again_on_the_driver():
+    # exec_reads_variable looks pure, so it is sent to the workers; it touches the
+    # environment there, so the batch comes back and the driver runs it (and the rest).
+    p = (
+        Pipeline()
+        .init_variable("k", 100.0)
+        .init_variable("seen", [])
+        .init_variable("total", 0.0)
+        .noisy_square()
+        .mark_worker()
+        .apply(exec_reads_variable)
+        .record_driver()
+    ) << exec_dataset()
+    expected, env0 = collect(p)
+    for executor in ("threads", ProcessExecutor(1)):
+        got, env = collect(p, prefetch=2, executor=executor)
+        assert_same_batches(got, expected)
+        assert env.variables["seen"] == env0.variables["seen"]
+        for b in got:
+            assert b.x.tolist() == (b.indices + 100.0).tolist()
+            assert set(b.dpid.tolist()) == {DRIVER_PID}
+            assert set(b.dthread.tolist()) == {threading.main_thread().name}
+            if executor == "threads":
+                assert set(b.thread.tolist()) != {threading.main_thread().name}
+            else:
+                assert DRIVER_PID not in set(b.pid.tolist())
+
+
+@pytest.mark.timeout(60)
+def test_processes_only_receive_the_pure_prefix_so_driver_steps_may_hold_lambdas(sequential):
+    expected, _ = sequential
+    p = exec_pipeline(Pipeline().update_variable("sizes", lambda b: len(b), mode="a"))
+    p = p.rebatch(6).apply(lambda b: b.replace(x=b.x + 1))
+    got, env = collect(p, executor=ProcessExecutor(1))
+    again, env0 = collect(p)
+    assert env.variables["sizes"] == env0.variables["sizes"] == [len(b) for b in expected]
+    assert [b.indices.tolist() for b in got] == [b.indices.tolist() for b in again]
+    assert all(g.x.tobytes() == a.x.tobytes() for g, a in zip(got, again, strict=True))
+    assert {p for b in got for p in b.pid.tolist()} - {DRIVER_PID}
+
+
+def test_a_lambda_in_a_pure_step_cannot_be_sent_to_processes():
+    p = exec_pipeline(Pipeline().apply(lambda b: b))
+    with pytest.raises(
+        PipelineDefinitionError,
+        match=r"step 5 `apply\(<lambda>\)` cannot be sent to worker processes "
+        r"\((PicklingError|AttributeError): Can't pickle .*<lambda>.*use module-level functions and batch classes \(no lambdas or local classes\)",
+    ):
+        collect(p, executor=ProcessExecutor(1))
+
+
+def test_a_local_class_in_a_pure_step_or_as_the_batch_class_cannot_be_sent_to_processes():
+    class Factor:
+        def __rmul__(self, other):
+            return other
+
+    p = exec_pipeline(Pipeline().apply(exec_scale, Factor()))
+    with pytest.raises(
+        PipelineDefinitionError,
+        match=r"step 5 `apply\(exec_scale, <test_executors\..*\)` cannot be sent to worker "
+        r"processes \((PicklingError|AttributeError): Can't pickle local object .*Factor'",
+    ):
+        collect(p, executor=ProcessExecutor(1))
+
+    class ExecLocalBatch(Batch):
+        components = ("x",)
+
+    ds = Dataset(4, ExecLocalBatch, preloaded={"x": np.arange(4.0)})
+    with pytest.raises(
+        PipelineDefinitionError,
+        match=r"the batch class .*ExecLocalBatch cannot be sent to worker processes",
+    ):
+        list(ds.p.apply(exec_scale, 2.0).iterate(2, executor=ProcessExecutor(1)))
+
+
+@pytest.fixture(scope="module")
+def dask_client():
+    distributed = pytest.importorskip("distributed")
+    cluster = distributed.LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+    )
+    client = distributed.Client(cluster)
+    try:
+        yield client
+    finally:
+        client.close()
+        cluster.close()
+
+
+def dask_worker_pids(client) -> set[int]:
+    return set(client.run(os.getpid).values())
+
+
+@pytest.mark.dask
+@pytest.mark.timeout(120)
+def test_a_dask_client_gives_the_sequential_results_and_runs_the_pure_prefix_on_its_workers(
+    sequential, dask_client
+):
+    from fpipe import DaskExecutor
+
+    expected, env0 = sequential
+    workers = dask_worker_pids(dask_client)
+    assert len(workers) == 2 and DRIVER_PID not in workers
+    for executor in (dask_client, DaskExecutor(dask_client, window=3)):
+        got, env = collect(exec_pipeline(), executor=executor)
+        assert_same_batches(got, expected)
+        assert env.variables["seen"] == env0.variables["seen"]
+        assert env.variables["total"] == env0.variables["total"]
+        assert {p for b in got for p in b.pid.tolist()} <= workers
+        assert {p for b in got for p in b.dpid.tolist()} == {DRIVER_PID}
+    done = exec_pipeline().run(BATCH, executor=dask_client, **RUN)
+    assert done.get_variable("seen") == env0.variables["seen"]
+    with pytest.raises(ActionError, match=FAIL):
+        collect(exec_pipeline(Pipeline().apply(exec_fail_on, 11)), executor=dask_client)
+
+
+@pytest.mark.dask
+@pytest.mark.timeout(120)
+def test_a_dask_worker_killed_mid_run_is_survived_with_every_batch_once(
+    sequential, dask_client, tmp_path
+):
+    expected, env0 = sequential
+    marker = tmp_path / "died"
+    victim = int(expected[3].indices[0])  # the 4th batch kills its worker the first time
+    p = exec_pipeline(Pipeline().apply(exec_die_once, str(marker), victim))
+    before = dask_worker_pids(dask_client)
+    got, env = collect(p, executor=dask_client)
+    assert marker.exists()  # a worker did die
+    assert_same_batches(got, expected)
+    assert env.variables["seen"] == env0.variables["seen"]  # nothing lost or duplicated
+    assert env.variables["total"] == env0.variables["total"]
+    assert dask_worker_pids(dask_client) != before  # the nanny started a new worker
+
+
+@pytest.mark.dask
+@pytest.mark.timeout(60)
+def test_a_batch_class_from_a_script_runs_on_dask_workers(dask_client, monkeypatch):
+    """Dask copies a class defined in ``__main__`` by value; its actions must come along."""
+    import sys
+
+    class ExecMainBatch(Batch):
+        components = ("x",)
+
+        @action
+        def double(self):
+            return self.replace(x=self.x * 2)
+
+    # as if defined in the script being run: Dask workers cannot import it
+    ExecMainBatch.__module__ = "__main__"
+    ExecMainBatch.__qualname__ = "ExecMainBatch"
+    monkeypatch.setattr(sys.modules["__main__"], "ExecMainBatch", ExecMainBatch, raising=False)
+    ds = Dataset(4, ExecMainBatch, preloaded={"x": np.arange(4.0)})
+    got = [b.x.tolist() for b in ds.p.double().iterate(2, executor=dask_client)]
+    assert got == [[0.0, 2.0], [4.0, 6.0]]
+
+
+@pytest.mark.timeout(60)
+def test_an_error_in_a_pure_step_on_a_worker_is_reported_as_in_a_sequential_run():
+    p = exec_pipeline(Pipeline().apply(exec_fail_on, 11))
+    with pytest.raises(ActionError, match=FAIL) as sequential_error:
+        collect(p)
+    for executor in ("threads", ProcessExecutor(1)):
+        with pytest.raises(ActionError, match=FAIL) as info:
+            collect(p, prefetch=2, executor=executor)
+        assert str(info.value) == str(sequential_error.value)
+        assert info.value.step == "apply(exec_fail_on, 11)"
+        assert 11 in info.value.batch_indices.tolist()
+
+
+def test_workers_receive_only_the_steps_up_to_the_first_driver_step_in_place():
+    with_driver = exec_pipeline()
+    job = Job(with_driver.steps, ExecNums, with_driver.dataset, 0)
+    sent = job.for_workers()
+    assert sent.steps == with_driver.steps[:5]  # record_driver (step 5) stays on the driver
+    assert sent.token == job.token and sent.dataset is job.dataset
+    pure = Pipeline().apply(exec_scale, 2.0).noisy_square()
+    rebatched = pure.rebatch(3).mark_worker()
+    job = Job(rebatched.steps, ExecNums, None, 0)
+    assert job.for_workers().steps == pure.steps  # stops at the rebatch barrier
+    job = Job(pure.steps, ExecNums, None, 0)
+    assert job.for_workers() is job
