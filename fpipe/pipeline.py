@@ -298,15 +298,12 @@ class Pipeline:
 
     def set_variable(self, name: str, value: Any) -> Pipeline:
         """A pipeline whose variable ``name`` starts each run as ``value``."""
-        steps, found = [], False
-        for s in self._steps:
-            if isinstance(s, InitVariable) and s.name == name:
-                s = InitVariable(name, value, None, s.init_on_each_run)
-                found = True
-            steps.append(s)
+        steps, found = _edit_inits(
+            self._steps, name, lambda s: InitVariable(name, value, None, s.init_on_each_run)
+        )
         if not found:
-            steps.append(InitVariable(name, value))
-        return self._new(steps=tuple(steps))
+            steps += (InitVariable(name, value),)
+        return self._new(steps=steps)
 
     assign_variable = set_variable
 
@@ -318,7 +315,8 @@ class Pipeline:
         return self._with_steps(UpdateVariable(name, value, mode))
 
     def _declared(self) -> dict[str, InitVariable]:
-        return {s.name: s for s in self._steps if isinstance(s, InitVariable)}
+        # in the order a run applies them (also those inside `@ prob`): the last one wins
+        return {s.name: s for s in _inits(self._steps)}
 
     def _current_env(self) -> Environment | None:
         cursor = self._cursor
@@ -361,17 +359,13 @@ class Pipeline:
             raise KeyError(
                 f"pipeline has no variable {name!r} to delete; known: {sorted(self._declared())}"
             )
-        return self._new(
-            steps=tuple(
-                s for s in self._steps if not (isinstance(s, InitVariable) and s.name == name)
-            )
-        )
+        return self._new(steps=_edit_inits(self._steps, name, None)[0])
 
     delete_variable = del_variable
 
     def delete_all_variables(self) -> Pipeline:
         """A pipeline without any variable."""
-        return self._new(steps=tuple(s for s in self._steps if not isinstance(s, InitVariable)))
+        return self._new(steps=_edit_inits(self._steps, None, None)[0])
 
     # -- models ---------------------------------------------------------------------------
     def init_model(self, name: Any, config: Mapping[str, Any] | None = None) -> Pipeline:
@@ -684,6 +678,36 @@ def _check_sources(what: str, sources: tuple[Any, ...]) -> None:
             raise PipelineDefinitionError(
                 f"a {what}() source pipeline must be linked to a dataset: `source << dataset`"
             )
+
+
+def _inits(steps: tuple[Step, ...]) -> Iterator[InitVariable]:
+    for s in steps:
+        if isinstance(s, InitVariable):
+            yield s
+        elif isinstance(s, Maybe):
+            yield from _inits(s.steps)
+
+
+def _edit_inits(
+    steps: tuple[Step, ...], name: str | None, new: Callable[[InitVariable], Step] | None
+) -> tuple[tuple[Step, ...], int]:
+    """Replace (``new``) or drop (``None``) the declarations of ``name`` (None: all),
+    also inside ``@ prob`` steps; return the new steps and how many were found."""
+    out: list[Step] = []
+    hits = 0
+    for s in steps:
+        if isinstance(s, InitVariable) and name in (None, s.name):
+            hits += 1
+            if new is None:
+                continue
+            s = new(s)
+        elif isinstance(s, Maybe):
+            inner, n = _edit_inits(s.steps, name, new)
+            if n:
+                hits += n
+                s = Maybe(inner, s.prob)
+        out.append(s)
+    return tuple(out), hits
 
 
 def _rebuild(steps, dataset, config, lazy, env) -> Pipeline:

@@ -1,0 +1,344 @@
+"""The pipeline algebra laws of docs/laws.md, structurally and when run."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fpipe import Batch, Dataset, Pipeline, action
+from fpipe.errors import PipelineDefinitionError
+
+
+class LawNums(Batch):
+    """One float component, ``data``."""
+
+    @action
+    def add(self, k):
+        return self.replace(data=self.data + k)
+
+    @action
+    def mul(self, k):
+        return self.replace(data=self.data * k)
+
+    @action
+    def noise(self, scale):
+        return self.replace(data=self.data + scale * self.random.normal(size=len(self)))
+
+    @action
+    def record(self, name):
+        self.pipeline.update_variable(name, float(self.data.sum()), mode="a")
+        return self
+
+
+DS = Dataset(12, LawNums, preloaded=np.arange(12, dtype=float))
+OTHER_DS = Dataset(7, LawNums, preloaded=np.linspace(0, 1, 7))
+
+VARS = ("va", "vb")
+smallints = st.integers(-3, 3)
+
+
+def leaf_steps():
+    return st.one_of(
+        st.tuples(st.just("add"), smallints),
+        st.tuples(st.just("mul"), smallints),
+        st.tuples(st.just("noise"), st.sampled_from([0.5, 1.0, 2.0])),
+        st.tuples(st.just("record"), st.sampled_from(VARS)),
+        st.tuples(st.just("update"), st.sampled_from(VARS), smallints),
+        st.tuples(st.just("init"), st.sampled_from(VARS), smallints),
+    )
+
+
+step_specs = st.recursive(
+    leaf_steps(),
+    lambda inner: st.tuples(
+        st.just("maybe"), st.lists(inner, max_size=3), st.sampled_from([0.0, 0.3, 0.5, 1.0])
+    ),
+    max_leaves=6,
+)
+
+
+@st.composite
+def specs(draw, linked=None):
+    """A description of a pipeline: (config, linked?, steps)."""
+    config = draw(st.one_of(st.none(), st.fixed_dictionaries({"c": smallints})))
+    link = draw(st.booleans()) if linked is None else linked
+    return config, link, tuple(draw(st.lists(step_specs, max_size=5)))
+
+
+def add_steps(p, steps):
+    for step in steps:
+        kind = step[0]
+        if kind == "add":
+            p = p.add(step[1])
+        elif kind == "mul":
+            p = p.mul(step[1])
+        elif kind == "noise":
+            p = p.noise(scale=step[1])
+        elif kind == "record":
+            p = p.record(step[1])
+        elif kind == "update":
+            p = p.update_variable(step[1], step[2], mode="a")
+        elif kind == "init":
+            p = p.init_variable(step[1], [step[2]])
+        else:
+            p = p + add_steps(Pipeline(), step[1]) @ step[2]
+    return p
+
+
+def build(spec):
+    config, link, steps = spec
+    p = add_steps(Pipeline(config), steps)
+    return p << DS if link else p
+
+
+def pipelines(linked=None):
+    return specs(linked).map(build)
+
+
+def linked(p):
+    """``p`` ready to run: linked to DS, with every variable it may touch declared."""
+    start = Pipeline()
+    for name in VARS:
+        start = start.init_variable(name, [])
+    return (start + p) << DS
+
+
+def outputs(p, seed, batch_size=5):
+    """Every batch's (indices, data) and the final variables of a seeded run."""
+    r = linked(p)
+    with r.iterate(batch_size, shuffle=True, seed=seed) as it:
+        batches = [(b.indices.tolist(), b.data.tobytes()) for b in it]
+        final = it.result().variables
+    return batches, final
+
+
+def snapshot(*ps):
+    return [(pickle.dumps(p), repr(p), len(p)) for p in ps]
+
+
+def copies(*ps):
+    return [pickle.loads(pickle.dumps(p)) for p in ps]
+
+
+def check_untouched(before, ps, twins):
+    assert snapshot(*ps) == before
+    for p, twin in zip(ps, twins, strict=True):
+        assert p == twin
+
+
+SETTINGS = settings(max_examples=40, deadline=None)
+
+
+@SETTINGS
+@given(pipelines())
+def test_empty_pipeline_is_identity_of_addition(p):
+    before, twins = snapshot(p), copies(p)
+    empty = Pipeline()
+    assert empty + p == p
+    assert p + empty == p
+    assert hash(empty + p) == hash(p) == hash(p + empty)
+    assert (empty + p).steps == p.steps == (p + empty).steps
+    check_untouched(before, [p], twins)
+    assert empty == Pipeline()
+
+
+@SETTINGS
+@given(pipelines(), pipelines(), pipelines())
+def test_addition_is_associative(a, b, c):
+    before, twins = snapshot(a, b, c), copies(a, b, c)
+    left, right = (a + b) + c, a + (b + c)
+    assert left == right
+    assert hash(left) == hash(right)
+    assert left.steps == a.steps + b.steps + c.steps
+    assert len(left) == len(a) + len(b) + len(c)
+    check_untouched(before, [a, b, c], twins)
+
+
+@SETTINGS
+@given(pipelines(), st.integers(0, 4), st.integers(0, 4))
+def test_repetition_laws(p, m, n):
+    before, twins = snapshot(p), copies(p)
+    empty_steps = p * 0
+    assert empty_steps.steps == ()
+    assert p * 1 == p
+    assert p * 3 == p + p + p
+    assert hash(p * 3) == hash(p + p + p)
+    assert p * (m + n) == p * m + p * n
+    assert m * p == p * m
+    assert (p * m).steps == p.steps * m
+    check_untouched(before, [p], twins)
+
+
+@SETTINGS
+@given(pipelines(linked=False))
+def test_template_times_zero_is_the_empty_pipeline(p):
+    if not p.config:
+        assert p * 0 == Pipeline()
+        assert hash(p * 0) == hash(Pipeline())
+    else:
+        assert p * 0 == Pipeline(p.config)
+
+
+@SETTINGS
+@given(specs())
+def test_equal_descriptions_give_equal_pipelines_with_equal_hashes(spec):
+    a, b = build(spec), build(spec)
+    assert a is not b
+    assert a == b
+    assert hash(a) == hash(b)
+    assert repr(a) == repr(b)
+    assert len({a, b}) == 1
+
+
+@SETTINGS
+@given(pipelines())
+def test_pickle_round_trip_is_equal_and_hashes_equal(p):
+    q = pickle.loads(pickle.dumps(p))
+    assert q == p
+    assert hash(q) == hash(p)
+    assert repr(q) == repr(p)
+    assert q.steps == p.steps
+
+
+@SETTINGS
+@given(pipelines(), pipelines(), st.integers(0, 3), st.sampled_from([0.0, 0.25, 1.0]))
+def test_no_operation_mutates_an_operand(a, b, n, prob):
+    before, twins = snapshot(a, b), copies(a, b)
+    derived = [
+        a + b,
+        b + a,
+        a * n,
+        n * b,
+        a @ prob,
+        a.add(1),
+        b.noise(scale=1.0),
+        a.init_variable("va", 5),
+        a.set_variable("vb", 3),
+        a.update_variable("vb", 1),
+        a.delete_all_variables(),
+        a << {"extra": n},
+        b << OTHER_DS,
+        DS >> a,
+    ]
+    for name in ("va", "vb", "vc"):
+        _ = a.has_variable(name), b.get_variable(name, None)
+    _ = a.variables, b.variables, dir(a), repr(b), hash(a)
+    assert hasattr(a, "not_an_action") == (a.dataset is None)
+    check_untouched(before, [a, b], twins)
+    assert all(d is not a and d is not b for d in derived)
+
+
+@SETTINGS
+@given(pipelines(linked=False), st.integers(0, 2**32))
+def test_running_never_mutates_the_pipeline(p, seed):
+    r = linked(p)
+    before, twins = snapshot(r), copies(r)
+    result = r.run(4, seed=seed)
+    list(r.gen_batch(5, shuffle=True, seed=seed, prefetch=2))
+    check_untouched(before, [r], twins)
+    assert result == r
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    pipelines(linked=False),
+    pipelines(linked=False),
+    pipelines(linked=False),
+    st.integers(0, 2**32),
+)
+def test_associativity_holds_when_running(a, b, c, seed):
+    assert outputs((a + b) + c, seed) == outputs(a + (b + c), seed)
+
+
+@settings(max_examples=30, deadline=None)
+@given(pipelines(linked=False), st.integers(0, 3), st.integers(0, 3), st.integers(0, 2**32))
+def test_repetition_laws_hold_when_running(p, m, n, seed):
+    assert outputs(p * 3, seed) == outputs(p + p + p, seed)
+    assert outputs(p * (m + n), seed) == outputs(p * m + p * n, seed)
+    assert outputs(p * 1, seed) == outputs(p, seed)
+    assert outputs(Pipeline() + p, seed) == outputs(p, seed) == outputs(p + Pipeline(), seed)
+
+
+@settings(max_examples=30, deadline=None)
+@given(pipelines(linked=False), st.integers(0, 2**32))
+def test_times_zero_runs_like_the_empty_pipeline(p, seed):
+    batches, final = outputs(p * 0, seed)
+    assert (batches, final) == outputs(Pipeline(), seed)
+    assert final == {"va": [], "vb": []}
+    data = np.concatenate([np.frombuffer(d) for _, d in batches])
+    ids = np.concatenate([i for i, _ in batches])
+    assert data.tolist() == ids.astype(float).tolist()
+
+
+@settings(max_examples=30, deadline=None)
+@given(pipelines(linked=False), st.integers(0, 2**32))
+def test_pickled_pipeline_runs_like_the_original(p, seed):
+    assert outputs(pickle.loads(pickle.dumps(p)), seed) == outputs(p, seed)
+
+
+@SETTINGS
+@given(pipelines(), pipelines(), st.integers(0, 3), st.integers(0, 3))
+def test_linking_distributes_over_addition_and_relinking_replaces(a, b, m, n):
+    before, twins = snapshot(a, b), copies(a, b)
+    assert (a + b) << DS == (a << DS) + (b << DS)
+    assert DS >> (a + b) == (a + b) << DS
+    assert (a << OTHER_DS) << DS == a << DS
+    assert ((a << OTHER_DS) << DS).dataset is DS
+    assert (a * m) << DS == (a << DS) * m
+    assert (a * m) * n == a * (m * n)
+    check_untouched(before, [a, b], twins)
+
+
+@SETTINGS
+@given(pipelines(linked=True), pipelines(linked=False))
+def test_adding_pipelines_linked_to_different_datasets_fails(a, b):
+    other = b << OTHER_DS
+    before, twins = snapshot(a, other), copies(a, other)
+    with pytest.raises(PipelineDefinitionError, match="linked to different datasets"):
+        a + other
+    with pytest.raises(PipelineDefinitionError, match="linked to different datasets"):
+        other + a
+    assert a + (other << DS) == a + (b << DS)
+    check_untouched(before, [a, other], twins)
+
+
+@settings(max_examples=30, deadline=None)
+@given(pipelines(linked=False), st.integers(0, 2**32))
+def test_probability_zero_runs_no_step(p, seed):
+    batches, _ = outputs(p @ 0, seed)
+    assert batches == outputs(Pipeline(), seed)[0]
+    assert (p @ 0) == (p @ 0.0)
+    assert (p @ 0) != (p @ 1)
+    assert (p @ 0).steps[0].steps == p.steps
+
+
+@SETTINGS
+@given(pipelines(), st.integers(0, 4))
+def test_repetition_takes_numpy_integers_and_refuses_other_counts(p, n):
+    before, twins = snapshot(p), copies(p)
+    assert p * np.int64(n) == p * n == np.int32(n) * p
+    with pytest.raises(ValueError, match="can be repeated n >= 0 times, not -1"):
+        p * (n - n - 1)
+    with pytest.raises(TypeError, match=r"repeats a whole number of times: .* not \* 1\.5"):
+        p * 1.5
+    with pytest.raises(TypeError, match="repeats a whole number of times"):
+        p * True
+    with pytest.raises(ValueError, match=r"takes a probability in \[0, 1\], not 1\.5"):
+        p @ 1.5
+    check_untouched(before, [p], twins)
+
+
+@SETTINGS
+@given(pipelines(linked=True), st.integers(1, 12), st.integers(1, 12))
+def test_stored_run_arguments_are_part_of_the_value(p, bs, other_bs):
+    lazy = p.run(bs, lazy=True)
+    assert lazy == p.run(bs, lazy=True)
+    assert hash(lazy) == hash(p.run(bs, lazy=True))
+    assert (lazy == p.run(other_bs, lazy=True)) == (bs == other_bs)
+    assert lazy != p
+    assert pickle.loads(pickle.dumps(lazy)) == lazy
+    assert Pipeline() + lazy == lazy == lazy + Pipeline()
