@@ -174,3 +174,33 @@ def test_a_seeded_run_is_the_same_on_a_process_executor(run):
     reference = outcome(pipeline, batch_size, **kwargs)
     got = outcome(pipeline, batch_size, executor=ProcessExecutor(2), **kwargs)
     assert_same_outcome(reference, got, "ProcessExecutor(2)")
+
+
+@pytest.fixture(scope="module")
+def dask_client():
+    distributed = pytest.importorskip("distributed")
+    cluster = distributed.LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+    )
+    client = distributed.Client(cluster)
+    try:
+        yield client
+    finally:
+        client.close()
+        cluster.close()
+
+
+@pytest.mark.dask
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@settings(max_examples=6, **SETTINGS)
+@given(runs(max_items=16))
+def test_a_seeded_run_is_the_same_on_a_dask_cluster(dask_client, run):
+    pipeline, batch_size, kwargs = run
+    reference = outcome(pipeline, batch_size, **kwargs)
+    got = outcome(pipeline, batch_size, executor=dask_client, **kwargs)
+    assert_same_outcome(reference, got, "Dask LocalCluster(2 workers)")
