@@ -18,9 +18,8 @@ import pickle
 import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -29,6 +28,9 @@ from .env import Environment
 from .errors import PipelineDefinitionError
 from .runstate import BatchContext, RunState
 from .steps import Step
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future, ThreadPoolExecutor
 
 __all__ = [
     "DaskExecutor",
@@ -149,6 +151,8 @@ class ThreadExecutor(Executor):
 
         self._job = job
         self._local = (compile_program(job.steps, job.batch_class).stages[0], run)
+        from concurrent.futures import ThreadPoolExecutor
+
         self._pool = ThreadPoolExecutor(self.window, thread_name_prefix="fpipe-prefetch")
 
     def submit(self, task: Task) -> Future:

@@ -17,7 +17,6 @@ True
 
 from __future__ import annotations
 
-import hashlib
 import re
 import warnings
 from collections import deque
@@ -51,6 +50,8 @@ def pipeline_fingerprint(pipeline: Pipeline) -> str:
     if ds is not None:
         parts.append(f"{ds.batch_class.__qualname__}:{len(ds)}:{_digest(ds.indices)}")
     text = _ADDRESS.sub("", "|".join(parts))
+    import hashlib
+
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
@@ -70,6 +71,8 @@ def _global_rng_moved(mark: tuple[Any, ...]) -> bool:
 
 
 def _digest(ids: Any) -> str:
+    import hashlib
+
     if ids.dtype.kind in "iuf":
         return hashlib.sha1(ids.tobytes()).hexdigest()[:16]
     return hashlib.sha1("\x00".join(map(str, ids.tolist())).encode()).hexdigest()[:16]

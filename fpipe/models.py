@@ -27,8 +27,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from toolz import merge
-
 from .errors import ModelError, did_you_mean
 
 __all__ = [
@@ -151,6 +149,8 @@ def model_config(
     >>> model_config({"net": {"units": 8, "lr": 0.1}}, "net", {"lr": 0.01})
     {'units': 8, 'lr': 0.01}
     """
+    from toolz import merge  # lazily: a model config is merged once per model
+
     return merge(pipeline_config.get(name) or {}, own or {})
 
 

@@ -28,11 +28,13 @@ import functools
 import inspect
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .actions import ActionDefinition
 from .errors import FpipeError
+
+if TYPE_CHECKING:
+    pass
 
 __all__ = ["inbatch_parallel"]
 
@@ -90,6 +92,8 @@ def _run_async(calls: list[Callable[[], Any]]) -> list[Any]:
         asyncio.get_running_loop()
     except RuntimeError:
         return asyncio.run(gather())
+    from concurrent.futures import ThreadPoolExecutor
+
     with ThreadPoolExecutor(1) as pool:  # this thread already runs a loop
         return pool.submit(asyncio.run, gather()).result()
 
@@ -145,6 +149,8 @@ def inbatch_parallel(init: Any, post: Any = None, target: str = "threads") -> Ca
                     futures = [pool.submit(_in_pool, call, j, item) for j, item in enumerate(todo)]
                     results = [f.exception() or f.result() for f in futures]
                 else:
+                    from concurrent.futures import ThreadPoolExecutor
+
                     with ThreadPoolExecutor(min(8, len(todo))) as pool:
                         futures = [pool.submit(call, j, item) for j, item in enumerate(todo)]
                         results = [f.exception() or f.result() for f in futures]

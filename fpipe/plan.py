@@ -13,7 +13,6 @@ the same batches. :meth:`BatchPlan.iterate` yields, with each batch, the
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -274,6 +273,8 @@ class BatchPlan:
                 self.n_iters,
                 self.extra_fingerprint,
             ]
+            import hashlib
+
             fp = hashlib.sha1(json.dumps(parts).encode()).hexdigest()[:16]
             object.__setattr__(self, "_fingerprint", fp)
         return fp

@@ -14,7 +14,6 @@ True
 
 from __future__ import annotations
 
-import secrets
 from typing import Any
 
 import numpy as np
@@ -42,6 +41,8 @@ def derive(seed: int, *path: int) -> np.random.Generator:
 
 def fresh_seed() -> int:
     """A new seed from the operating system's entropy (recorded, so a run can be repeated)."""
+    import secrets
+
     return secrets.randbits(63)
 
 

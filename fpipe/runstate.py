@@ -14,14 +14,16 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import rng
 from .env import Environment, resolve_model
 from .models import model_config
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
 
 __all__ = ["BatchContext", "NeedsDriver", "RunState"]
 
@@ -118,6 +120,8 @@ class RunState:
         """The run's one bounded thread pool for in-batch parallelism."""
         with self._mutex:
             if self._pool is None:
+                from concurrent.futures import ThreadPoolExecutor
+
                 self._pool = ThreadPoolExecutor(
                     max_workers=min(32, (os.cpu_count() or 2) * 2),
                     thread_name_prefix="fpipe-inbatch",
