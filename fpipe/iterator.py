@@ -104,12 +104,13 @@ class PipelineIterator:
                 state = IterState.from_dict(state)
             if not isinstance(state, IterState):
                 raise ResumeError(f"state must be an IterState or its dict, not {type(state)}")
-            if self._program.rebatches:
-                raise ResumeError(
-                    "a pipeline with rebatch cannot resume from a state yet: the items "
-                    "buffered by rebatch are not part of the state"
-                )
             plan = plan.resume(state)
+            if len(state.carry) not in (0, len(self._program.rebatches)):
+                raise ResumeError(
+                    f"this state holds the items of {len(state.carry)} rebatch stage(s), but "
+                    f"the pipeline has {len(self._program.rebatches)}: it comes from another "
+                    "pipeline"
+                )
         self._start = state if state is not None else plan.initial_state()
         env = self._program.start_env(previous=pipeline._env)
         if restore is not None:
@@ -176,14 +177,11 @@ class PipelineIterator:
 
     def get_state(self) -> IterState:
         """Where the iteration is: resume from it to get the batches that come next."""
-        if self._program.rebatches:
-            raise ResumeError(
-                "get_state() is not available for a pipeline with rebatch: the items it "
-                "buffers between batches are not part of the state"
-            )
-        epoch, in_epoch, iteration = self._engine.at
-        plan = self._engine.plan
-        return IterState(plan.seed, epoch, in_epoch, iteration, plan.fingerprint)
+        engine = self._engine
+        epoch, in_epoch, iteration = engine.at
+        plan = engine.plan
+        carry = tuple((tuple(held), produced) for held, produced in engine.held)
+        return IterState(plan.seed, epoch, in_epoch, iteration, plan.fingerprint, carry)
 
     def result(self) -> Pipeline:
         """The pipeline, holding this run's environment (what ``run()`` returns)."""
@@ -213,13 +211,18 @@ class _Engine:
         self.run = run
         self.executor = executor
         self.rng_blame: list[str] = []  # steps seen drawing from numpy's global RNG
+        # per rebatch stage: the items it holds (batches, bare of run context) and the
+        # number of batches it has produced; part of the state, so a run resumes exactly
+        n_stages = len(program.rebatches)
+        carry = start.carry or tuple(((), 0) for _ in range(n_stages))
+        self.held: list[tuple[list[Batch], int]] = [(list(b), n) for b, n in carry]
 
     def generate(self) -> Generator[Batch, None, None]:
         stream: Any = None
         try:
             stream = self._first_stage()
             for k, rb in enumerate(self.program.rebatches, start=1):
-                stream = self._rebatch(stream, rb, self.program.stages[k])
+                stream = self._rebatch(stream, rb, self.program.stages[k], k - 1)
             # The first output batch only (the hot path stays free): did any step draw
             # from numpy's global generator? Such a run cannot be reproduced.
             mark = _global_rng_mark()
@@ -311,25 +314,26 @@ class _Engine:
         except SkipBatch:
             return None
 
-    def _rebatch(self, stream: Iterator[Batch], rb: Any, steps: Any) -> Iterator[Batch]:
+    def _rebatch(self, stream: Iterator[Batch], rb: Any, steps: Any, stage: int) -> Iterator[Batch]:
         size = rb.batch_size
         merge = rb.merge_fn
-        buffer: list[Batch] = []
-        held = 0
-        produced = 0
+        start, produced = self.held[stage]
+        buffer: list[Batch] = list(start)
+        held = sum(len(b) for b in buffer)
 
         def emit(batch: Batch) -> Batch | None:
             nonlocal produced
             ctx = BatchContext(self.run, 0, produced)
             produced += 1
+            # what this stage still holds once `batch` is out (the state after it)
+            self.held[stage] = ([_bare(b) for b in buffer], produced)
             try:
                 return run_compiled(steps, batch._with_ctx(ctx), ctx)
             except SkipBatch:
                 return None
 
-        for batch in stream:
-            buffer.append(batch)
-            held += len(batch)
+        def full_batches() -> Iterator[Batch]:
+            nonlocal buffer, held
             while held >= size:
                 whole = buffer[0] if len(buffer) == 1 else (merge or type(buffer[0]).merge)(buffer)
                 head, tail = whole.select(slice(0, size)), whole.select(slice(size, None))
@@ -338,8 +342,20 @@ class _Engine:
                 out = emit(head)
                 if out is not None:
                     yield out
+
+        yield from full_batches()  # a resumed stage may start with more than `size` items
+        for batch in stream:
+            buffer.append(batch)
+            held += len(batch)
+            yield from full_batches()
         if held:
             whole = buffer[0] if len(buffer) == 1 else (merge or type(buffer[0]).merge)(buffer)
+            buffer, held = [], 0
             out = emit(whole)
             if out is not None:
                 yield out
+
+
+def _bare(batch: Batch) -> Batch:
+    """The batch without its run context: what a saved state may hold."""
+    return batch._with_ctx(None)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -27,6 +27,7 @@ __all__ = ["BatchPlan", "IterState"]
 
 _STATE_INTS = ("seed", "epoch", "batch_in_epoch", "iteration")
 _STATE_KEYS = (*_STATE_INTS, "fingerprint")
+_STATE_OPTIONAL = ("carry",)
 _CACHE_ATTRS = ("_order_cache", "_fingerprint")
 
 
@@ -34,7 +35,7 @@ def _is_int(x: object) -> bool:
     return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class IterState:
     """Where an iteration stands: after ``iteration`` batches in all, ``batch_in_epoch``
     of them in epoch ``epoch`` (0-based), for the plan identified by ``fingerprint``.
@@ -49,25 +50,49 @@ class IterState:
     batch_in_epoch: int
     iteration: int
     fingerprint: str
+    # What the rebatch stages of a pipeline hold between batches: per stage, the items
+    # not handed out yet and the number of batches it produced. Empty without rebatch.
+    carry: tuple[Any, ...] = field(default=(), compare=False)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, IterState):
+            return NotImplemented
+        return self._key() == other._key() and _carry_equal(self.carry, other.carry)
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def _key(self) -> tuple[Any, ...]:
+        return (self.seed, self.epoch, self.batch_in_epoch, self.iteration, self.fingerprint)
 
     def to_dict(self) -> dict[str, int | str]:
-        """A JSON-able dict (ints and a string) that :meth:`from_dict` reads back."""
-        return {
+        """A JSON-able dict (ints and strings) that :meth:`from_dict` reads back.
+
+        Items held by a rebatch (``carry``) are pickled and base64-encoded.
+        """
+        d: dict[str, int | str] = {
             "seed": int(self.seed),
             "epoch": int(self.epoch),
             "batch_in_epoch": int(self.batch_in_epoch),
             "iteration": int(self.iteration),
             "fingerprint": str(self.fingerprint),
         }
+        if self.carry:
+            import base64
+            import pickle
+
+            d["carry"] = base64.b64encode(pickle.dumps(self.carry)).decode("ascii")
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> IterState:
         """Read a state written by :meth:`to_dict`, checking its keys and value types."""
         if not isinstance(d, Mapping):
             raise ValueError(f"an IterState dict must be a mapping, not {type(d).__name__}")
-        unknown = [k for k in d if k not in _STATE_KEYS]
+        known = (*_STATE_KEYS, *_STATE_OPTIONAL)
+        unknown = [k for k in d if k not in known]
         if unknown:
-            hint = did_you_mean(str(unknown[0]), _STATE_KEYS)
+            hint = did_you_mean(str(unknown[0]), known)
             raise ValueError(
                 f"unknown IterState key(s) {unknown}; expected {list(_STATE_KEYS)}.{hint}"
             )
@@ -80,13 +105,43 @@ class IterState:
                 raise ValueError(f"IterState {k!r} must be a non-negative int, got {v!r}")
         if not isinstance(d["fingerprint"], str):
             raise ValueError(f"IterState 'fingerprint' must be a str, got {d['fingerprint']!r}")
+        carry: tuple[Any, ...] = ()
+        if d.get("carry"):
+            import base64
+            import pickle
+
+            try:
+                carry = tuple(pickle.loads(base64.b64decode(d["carry"])))
+            except Exception as exc:
+                raise ValueError(
+                    "IterState 'carry' (the items a rebatch held) is corrupt: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
         return cls(
             seed=int(d["seed"]),
             epoch=int(d["epoch"]),
             batch_in_epoch=int(d["batch_in_epoch"]),
             iteration=int(d["iteration"]),
             fingerprint=d["fingerprint"],
+            carry=carry,
         )
+
+
+def _carry_equal(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
+    """Whether two rebatch carries hold the same items (same ids, same component values)."""
+    if len(a) != len(b):
+        return False
+    for (held_a, n_a), (held_b, n_b) in zip(a, b, strict=True):
+        if n_a != n_b or len(held_a) != len(held_b):
+            return False
+        for x, y in zip(held_a, held_b, strict=True):
+            if type(x) is not type(y) or not np.array_equal(x.indices, y.indices):
+                return False
+            if x._data.keys() != y._data.keys():
+                return False
+            if not all(np.array_equal(x._data[k], y._data[k]) for k in x._data):
+                return False
+    return True
 
 
 def _as_int(x: Any) -> Any:

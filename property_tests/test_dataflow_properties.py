@@ -340,7 +340,7 @@ def test_successive_next_batch_calls_repeat_the_seeded_iteration(steps, ds, data
 
 
 @settings(max_examples=40, deadline=None)
-@given(no_rebatch_steps, datasets(max_size=20), st.data(), SEEDS, st.integers(0, 3))
+@given(random_steps, datasets(max_size=20), st.data(), SEEDS, st.integers(0, 3))
 def test_resuming_from_any_position_gives_the_remaining_batches(steps, ds, data, seed, pf):
     bs = data.draw(st.integers(1, len(ds)), label="batch_size")
     p = build(steps) << ds

@@ -146,6 +146,26 @@ def test_a_run_resumed_from_a_partial_checkpoint_matches_an_uninterrupted_one(tm
     np.testing.assert_array_equal(model_of(path)["w"], plain.models["ckp_linear"]["w"])
 
 
+@pytest.mark.parametrize("stop_after", [1, 4, 9])
+def test_a_run_with_rebatch_resumes_from_a_partial_checkpoint(tmp_path, stop_after):
+    """Items a rebatch holds between batches are saved too: nothing lost or seen twice."""
+    path = tmp_path / "rebatch.ckpt"
+    ckpt = Checkpoint(path, every=1)
+
+    def regrouped():
+        return dataset().p.init_variable("loss", []).init_variable("seen", []).rebatch(3).sgd_step()
+
+    with regrouped().iterate(**RUN) as it:
+        for k, _ in enumerate(it, start=1):
+            ckpt.save(it.get_state(), it.env)
+            if k == stop_after:
+                break
+    resumed = regrouped().run(**RUN, checkpoint=ckpt)
+    plain = regrouped().run(**RUN)
+    assert final(resumed) == final(plain)
+    assert sorted(plain.get_variable("seen")) == sorted(list(range(N)) * RUN["n_epochs"])
+
+
 def test_a_prefetching_run_saves_states_that_resume_like_a_sequential_run(tmp_path):
     path = tmp_path / "prefetch.ckpt"
     ckpt = Checkpoint(path, every=1)

@@ -214,17 +214,44 @@ def test_a_pipeline_on_a_thread_executor_is_resumable():
     assert assert_resumable(pipeline(), 3, n_epochs=2, seed=4, executor=ThreadExecutor(2)) == 8
 
 
-def test_a_rebatch_pipeline_cannot_report_a_state():
+@pytest.mark.parametrize(
+    "regroup",
+    [
+        lambda p: p.rebatch(4),
+        lambda p: p.rebatch(5).jitter(),
+        lambda p: p.rebatch(7).jitter().rebatch(2),
+        lambda p: p.skip_odd_first().rebatch(4).jitter(),
+    ],
+    ids=["rebatch", "rebatch then a random step", "two rebatches", "skips before rebatch"],
+)
+@pytest.mark.parametrize("prefetch", [0, 3])
+def test_a_rebatch_pipeline_is_resumable_at_every_position(regroup, prefetch):
+    p = regroup(pipeline())
+    assert assert_resumable(p, 3, shuffle=True, n_epochs=2, seed=6, prefetch=prefetch) > 0
+
+
+def test_a_rebatch_state_carries_the_held_items_and_stays_json_able():
+    with pipeline().rebatch(4).iterate(3, seed=1) as it:
+        first = next(it)  # 4 items out of two input batches of 3: 2 items are held
+        state = it.get_state()
+        second = next(it)
+    ((held, produced),) = state.carry
+    assert produced == 1 and sum(len(b) for b in held) == 2
+    assert [b._ctx for b in held] == [None] * len(held)  # no run context in a state
+    copy = IterState.from_dict(json.loads(json.dumps(state.to_dict())))
+    assert copy == state
+    with pipeline().rebatch(4).iterate(3, seed=1, state=copy) as resumed:
+        again = next(resumed)
+    assert_batches_equal(second, again)
+    assert first.indices.tolist() == [0, 1, 2, 3] and again.indices.tolist() == [4, 5, 6, 7]
+
+
+def test_a_state_with_held_items_is_refused_by_another_pipeline():
     with pipeline().rebatch(4).iterate(3, seed=1) as it:
         next(it)
-        with pytest.raises(ResumeError, match="get_state\\(\\) is not available for a pipeline"):
-            it.get_state()
-
-
-def test_a_rebatch_pipeline_refuses_a_state():
-    state = pipeline().iterate(3, seed=1).get_state()
-    with pytest.raises(ResumeError, match="a pipeline with rebatch cannot resume from a state"):
-        pipeline().rebatch(4).iterate(3, seed=1, state=state)
+        state = it.get_state()
+    with pytest.raises(ResumeError, match="belongs to another pipeline"):
+        pipeline().rebatch(5).iterate(3, seed=1, state=state)
 
 
 # -- refused states --------------------------------------------------------------------------
