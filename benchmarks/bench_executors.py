@@ -29,11 +29,14 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402
+import importlib.util  # noqa: E402
 import time  # noqa: E402
+from contextlib import ExitStack  # noqa: E402
 
 import numpy as np  # noqa: E402
 
 from fpipe import Batch, Dataset, Pipeline, ProcessExecutor, ThreadExecutor, action  # noqa: E402
+from fpipe.testing import local_dask_client  # noqa: E402
 
 SIZE, OUT, ROUNDS = 64, 32, 3
 
@@ -96,58 +99,46 @@ def main() -> None:
         ("threads", {"executor": ThreadExecutor(2)}),
         ("processes", {"executor": ProcessExecutor(2)}),
     ]
-    cluster = client = None
-    if not args.no_dask:
-        try:
-            import distributed
-        except ImportError:
-            print("dask.distributed is not installed: skipping the Dask run")
-        else:
-            t = time.perf_counter()
-            cluster = distributed.LocalCluster(
-                n_workers=2,
-                threads_per_worker=1,
-                processes=True,
-                host="127.0.0.1",
-                dashboard_address=None,
-            )
-            client = distributed.Client(cluster)
-            print(f"(Dask LocalCluster with 2 workers started in {time.perf_counter() - t:.2f} s)")
-            modes.append(("dask", {"executor": client}))
+    with ExitStack() as stack:
+        if not args.no_dask:
+            if importlib.util.find_spec("distributed") is None:
+                print("dask.distributed is not installed: skipping the Dask run")
+            else:
+                t = time.perf_counter()
+                client = stack.enter_context(local_dask_client(n_workers=2))
+                took = time.perf_counter() - t
+                print(f"(Dask LocalCluster with 2 workers started in {took:.2f} s)")
+                modes.append(("dask", {"executor": client}))
+        compare(pipeline, modes, args)
+
+
+def compare(pipeline: Pipeline, modes: list[tuple[str, dict]], args: argparse.Namespace) -> None:
+    """Time ``pipeline`` in each mode and print the figures (outputs must be identical)."""
 
     print(
         f"{args.batches} batches of {args.batch_size} items ({SIZE}x{SIZE} float64, "
         f"{args.rounds} rounds of matmul + FFT each), {os.cpu_count()} CPUs"
     )
-    try:
-        timed(pipeline, args.batch_size, n_iters=1)  # warm-up: imports, caches
-        reference = None
-        base = steady_base = 0.0
-        for name, kwargs in modes:
-            total, first, outputs = timed(pipeline, args.batch_size, **kwargs)
-            steady = (len(outputs) - 1) / max(total - first, 1e-9)  # batches/s after the first
-            if reference is None:
-                reference, base, steady_base = outputs, total, steady
-            identical = len(outputs) == len(reference) and all(
-                a.tobytes() == b.tobytes() for a, b in zip(outputs, reference, strict=True)
-            )
-            if not identical:
-                raise SystemExit(f"[{name}] outputs differ from the sequential run")
-            print(
-                f"[{name:10s}] {len(outputs) / total:7.1f} batches/s  "
-                f"{total / len(outputs) * 1e3:6.1f} ms/batch  first batch {first * 1e3:6.0f} ms  "
-                f"speed-up {base / total:4.2f}x  | after the first batch {steady:7.1f} batches/s, "
-                f"speed-up {steady / steady_base:4.2f}x  | outputs identical"
-            )
-    finally:
-        if client is not None:
-            client.close()
-            cluster.close()
+    timed(pipeline, args.batch_size, n_iters=1)  # warm-up: imports, caches
+    reference = None
+    base = steady_base = 0.0
+    for name, kwargs in modes:
+        total, first, outputs = timed(pipeline, args.batch_size, **kwargs)
+        steady = (len(outputs) - 1) / max(total - first, 1e-9)  # batches/s after the first
+        if reference is None:
+            reference, base, steady_base = outputs, total, steady
+        identical = len(outputs) == len(reference) and all(
+            a.tobytes() == b.tobytes() for a, b in zip(outputs, reference, strict=True)
+        )
+        if not identical:
+            raise SystemExit(f"[{name}] outputs differ from the sequential run")
+        print(
+            f"[{name:10s}] {len(outputs) / total:7.1f} batches/s  "
+            f"{total / len(outputs) * 1e3:6.1f} ms/batch  first batch {first * 1e3:6.0f} ms  "
+            f"speed-up {base / total:4.2f}x  | after the first batch {steady:7.1f} batches/s, "
+            f"speed-up {steady / steady_base:4.2f}x  | outputs identical"
+        )
 
 
 if __name__ == "__main__":
-    # Run from the module, not from __main__: Dask workers must import the batch class
-    # by its module name (cloudpickle would copy a class defined in __main__ by value).
-    import bench_executors
-
-    bench_executors.main()
+    main()

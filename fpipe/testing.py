@@ -1,4 +1,5 @@
-"""Test helpers for pipelines: check that a run resumes exactly from any saved state.
+"""Test helpers for pipelines: check that a run resumes exactly from any saved state,
+compare batches bit for bit, and start a small local Dask cluster.
 
 >>> import numpy as np
 >>> from fpipe import Batch, Dataset, action
@@ -15,6 +16,8 @@ from __future__ import annotations
 
 import json
 import pickle
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -25,7 +28,7 @@ if TYPE_CHECKING:
     from .batch import Batch
     from .pipeline import Pipeline
 
-__all__ = ["assert_batches_equal", "assert_resumable"]
+__all__ = ["assert_batches_equal", "assert_resumable", "local_dask_client"]
 
 
 def _components(batch: Batch) -> dict[str, Any]:
@@ -130,3 +133,29 @@ def assert_resumable(pipeline: Pipeline, batch_size: int, **run_kwargs: Any) -> 
                     want, got, f"resumed at position {k} (state via {how}), batch {k + j}"
                 )
     return n
+
+
+@contextmanager
+def local_dask_client(n_workers: int = 2) -> Iterator[Any]:
+    """A ``distributed.Client`` on a loopback-only ``LocalCluster`` of worker processes
+    (one thread each, no dashboard), closed on exit. Needs the ``dask`` extra.
+
+    ``with local_dask_client() as client: pipeline.run(32, executor=client)``
+    """
+    try:
+        import distributed
+    except ImportError as exc:
+        raise ImportError(
+            "local_dask_client needs dask.distributed: pip install 'fpipe[dask]'"
+        ) from exc
+    with (
+        distributed.LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        yield client

@@ -176,24 +176,6 @@ def test_a_seeded_run_is_the_same_on_a_process_executor(run):
     assert_same_outcome(reference, got, "ProcessExecutor(2)")
 
 
-@pytest.fixture(scope="module")
-def dask_client():
-    distributed = pytest.importorskip("distributed")
-    cluster = distributed.LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address=None,
-    )
-    client = distributed.Client(cluster)
-    try:
-        yield client
-    finally:
-        client.close()
-        cluster.close()
-
-
 @pytest.mark.dask
 @pytest.mark.slow
 @pytest.mark.timeout(300)

@@ -281,24 +281,6 @@ def test_a_local_class_in_a_pure_step_or_as_the_batch_class_cannot_be_sent_to_pr
         list(ds.p.apply(exec_scale, 2.0).iterate(2, executor=ProcessExecutor(1)))
 
 
-@pytest.fixture(scope="module")
-def dask_client():
-    distributed = pytest.importorskip("distributed")
-    cluster = distributed.LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address=None,
-    )
-    client = distributed.Client(cluster)
-    try:
-        yield client
-    finally:
-        client.close()
-        cluster.close()
-
-
 def dask_worker_pids(client) -> set[int]:
     return set(client.run(os.getpid).values())
 

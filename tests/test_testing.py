@@ -132,3 +132,21 @@ def test_importing_fpipe_stays_light():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_local_dask_client_names_the_extra_when_dask_is_missing(monkeypatch):
+    import sys
+
+    from fpipe.testing import local_dask_client
+
+    monkeypatch.setitem(sys.modules, "distributed", None)  # as if not installed
+    with pytest.raises(ImportError, match=r"pip install 'fpipe\[dask\]'"), local_dask_client():
+        pass
+
+
+@pytest.mark.dask
+def test_the_shared_dask_client_runs_a_pipeline_on_two_local_workers(dask_client):
+    assert len(dask_client.scheduler_info()["workers"]) == 2
+    p = dataset().p.noisy()
+    want = [b.x.tolist() for b in p.gen_batch(4, seed=3)]
+    assert [b.x.tolist() for b in p.gen_batch(4, seed=3, executor=dask_client)] == want
