@@ -15,6 +15,7 @@ True
 from __future__ import annotations
 
 import pickle
+import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -25,7 +26,7 @@ import numpy as np
 
 from .batch import SkipBatch
 from .env import Environment
-from .errors import PipelineDefinitionError
+from .errors import FpipeError, PipelineDefinitionError
 from .runstate import BatchContext, RunState
 from .steps import Step
 
@@ -203,36 +204,107 @@ def check_picklable(job: Job) -> bytes:
 
 
 class ProcessExecutor(Executor):
-    """Prepare batches in ``workers`` separate processes (started with ``spawn``)."""
+    """Prepare batches in ``workers`` separate processes (started with ``spawn``).
 
-    def __init__(self, workers: int = 2, *, window: int | None = None, start_method: str = "spawn"):
+    If a worker process dies (killed, out of memory, a crash in native code), the pool
+    is started again and the batches it held are computed again, up to
+    ``max_restarts`` times in a run; then the run fails with an error that says so.
+    """
+
+    def __init__(
+        self,
+        workers: int = 2,
+        *,
+        window: int | None = None,
+        start_method: str = "spawn",
+        max_restarts: int = 3,
+    ):
         if workers < 1:
             raise ValueError(f"ProcessExecutor needs at least one worker, got {workers}")
+        if max_restarts < 0:
+            raise ValueError(f"max_restarts must be >= 0, got {max_restarts}")
         self.workers = workers
         self.window = window or 2 * workers
         self.start_method = start_method
+        self.max_restarts = max_restarts
         self._pool: Any = None
+        self._payload: Any = None
+        self._generation = 0  # how many pools this run has started, minus one
+        self._mutex = threading.Lock()
 
     def open(self, job: Job, run: RunState) -> None:
+        self._payload = check_picklable(job.for_workers())
+        self._generation = 0
+        self._pool = self._start_pool()
+
+    def _start_pool(self) -> Any:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        payload = check_picklable(job.for_workers())
-        self._pool = ProcessPoolExecutor(
+        return ProcessPoolExecutor(
             self.workers,
             mp_context=multiprocessing.get_context(self.start_method),
             initializer=_process_init,
-            initargs=(payload,),
+            initargs=(self._payload,),
         )
 
-    def submit(self, task: Task) -> Future:
+    def submit(self, task: Task) -> _ProcessTask:
         assert self._pool is not None
-        return self._pool.submit(_process_work, task)
+        return _ProcessTask(self, task)
+
+    def _resubmit(self, handle: _ProcessTask, exc: BaseException) -> None:
+        """A worker died: start a new pool (once per death) and send the task again."""
+        with self._mutex:
+            if handle.generation == self._generation:  # the first to see this pool broken
+                if self._generation >= self.max_restarts:
+                    raise FpipeError(
+                        f"a worker process died {self._generation + 1} times in this run "
+                        f"(batch #{handle.task.iteration} was being prepared the last time): "
+                        "the pure steps may crash the interpreter (native code, memory). "
+                        "Run with executor='threads' or prefetch=0 to see the error itself."
+                    ) from exc
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = self._start_pool()
+                self._generation += 1
+            handle.send()
 
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+
+
+class _ProcessTask:
+    """A batch being prepared in a worker process; sent again if its pool breaks."""
+
+    __slots__ = ("executor", "future", "generation", "task")
+
+    def __init__(self, executor: ProcessExecutor, task: Task) -> None:
+        self.executor = executor
+        self.task = task
+        self.send()
+
+    def send(self) -> None:
+        ex = self.executor
+        self.generation = ex._generation
+        self.future = ex._pool.submit(_process_work, self.task)
+
+    def result(self) -> Any:
+        from concurrent.futures import CancelledError
+        from concurrent.futures.process import BrokenProcessPool
+
+        while True:
+            try:
+                return self.future.result()
+            except BrokenProcessPool as exc:
+                self.executor._resubmit(self, exc)
+            except CancelledError as exc:
+                if self.generation == self.executor._generation:
+                    raise  # cancelled for good, not by a pool restart
+                self.executor._resubmit(self, exc)
+
+    def cancel(self) -> bool:
+        return self.future.cancel()
 
 
 class DaskExecutor(Executor):

@@ -13,6 +13,7 @@ from fpipe import (
     ActionError,
     Batch,
     Dataset,
+    FpipeError,
     Pipeline,
     PipelineDefinitionError,
     ProcessExecutor,
@@ -373,3 +374,34 @@ def test_workers_receive_only_the_steps_up_to_the_first_driver_step_in_place():
     assert job.for_workers().steps == pure.steps  # stops at the rebatch barrier
     job = Job(pure.steps, ExecNums, None, 0)
     assert job.for_workers() is job
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_a_worker_process_killed_mid_run_is_survived_with_every_batch_once(sequential, tmp_path):
+    expected, env0 = sequential
+    marker = tmp_path / "died"
+    victim = int(expected[3].indices[0])  # the 4th batch kills its worker the first time
+    p = exec_pipeline(Pipeline().apply(exec_die_once, str(marker), victim))
+    got, env = collect(p, executor=ProcessExecutor(2))
+    assert marker.exists()  # a worker did die
+    assert_same_batches(got, expected)
+    assert env.variables["seen"] == env0.variables["seen"]  # nothing lost or duplicated
+    assert env.variables["total"] == env0.variables["total"]
+
+
+def exec_die_always(batch, index):
+    if int(batch.indices[0]) == index:
+        os._exit(1)
+    return batch
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_a_batch_that_always_kills_its_worker_fails_the_run_with_a_clear_error(sequential):
+    expected, _ = sequential
+    victim = int(expected[2].indices[0])
+    p = exec_pipeline(Pipeline().apply(exec_die_always, victim))
+    with pytest.raises(FpipeError, match=r"a worker process died 2 times in this run") as info:
+        collect(p, executor=ProcessExecutor(2, max_restarts=1))
+    assert "executor='threads'" in str(info.value)
