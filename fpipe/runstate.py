@@ -81,17 +81,41 @@ class RunState:
         self._pool: ThreadPoolExecutor | None = None
         self._closers: list[Callable[[], Any]] = []
         self.resources: dict[Any, Any] = {}  # per-run helpers of steps (join/merge sources)
+        # Lists this run made for `update_variable(..., mode="a"/"e")` that nobody outside
+        # the run has seen yet: they grow in place, so n appends cost O(n), not O(n^2).
+        # Reading the environment from outside hands them over (the next append copies).
+        self._growing: dict[str, list[Any]] = {}
 
     # -- the environment cell ------------------------------------------------------------
     @property
     def env(self) -> Environment:
-        return self._env
+        """The environment now; from here on it never changes (it is a value)."""
+        with self._mutex:
+            self._growing.clear()
+            return self._env
 
     def swap(self, fn: Callable[[Environment], Environment]) -> Environment:
         """Replace the environment by ``fn(env)`` atomically and return the new one."""
         with self._mutex:
             self._env = fn(self._env)
             return self._env
+
+    def update_variable(self, name: str, value: Any, mode: str = "w") -> None:
+        """Write, append to or extend a variable of the run (see ``Environment``)."""
+        if mode not in ("a", "append", "e", "extend"):
+            self.swap(lambda env: env.update_variable(name, value, mode))
+            return
+        with self._mutex:
+            current = self._env.variables.get(name, None)
+            own = self._growing.get(name)
+            if own is None or own is not current:
+                own = list(current or [])
+                self._growing[name] = own
+                self._env = self._env.set_variable(name, own)
+            if mode in ("a", "append"):
+                own.append(value)
+            else:
+                own.extend(value)
 
     def get_model(self, name: str, batch: Any) -> Any:
         with self._mutex:  # a dynamic model is built once even if asked for concurrently
@@ -201,7 +225,7 @@ class BatchContext:
     assign_variable = set_variable
 
     def update_variable(self, name: str, value: Any, mode: str = "w") -> None:
-        self.run.swap(lambda env: env.update_variable(name, value, mode))
+        self.run.update_variable(name, value, mode)
 
     def get_model_by_name(self, name: str, batch: Any = None) -> Any:
         return self.run.get_model(name, self.batch if batch is None else batch)

@@ -1,0 +1,142 @@
+"""RunState: the environment cell of one run, its locks, its pool and the batch contexts."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from fpipe import Batch, Dataset, Pipeline, action, rng
+from fpipe.env import Environment
+from fpipe.runstate import BatchContext, NeedsDriver, RunState
+
+
+def run_state(**variables):
+    env = Environment()
+    for name, value in variables.items():
+        env = env.set_variable(name, value)
+    return RunState(seed=5, env=env, batch_class=None, config={})
+
+
+class RsNums(Batch):
+    components = ("x",)
+
+    @action
+    def log_and_peek(self):
+        seen = self.pipeline.get_variable("log")
+        self.pipeline.update_variable("peeks", list(seen), mode="a")  # a copy of what it saw
+        self.pipeline.update_variable("log", int(self.indices[0]), mode="a")
+        return self
+
+
+# -- the environment cell --------------------------------------------------------------------
+
+
+def test_appends_grow_one_list_while_no_one_outside_the_run_has_seen_it():
+    run = run_state(log=[])
+    run.update_variable("log", 1, mode="a")
+    grown = run._env.variables["log"]
+    run.update_variable("log", 2, mode="a")
+    run.update_variable("log", [3, 4], mode="e")
+    assert run._env.variables["log"] is grown  # in place: n appends cost O(n)
+    assert grown == [1, 2, 3, 4]
+
+
+def test_an_environment_read_from_outside_never_changes_afterwards():
+    initial = []
+    run = run_state(log=initial)
+    run.update_variable("log", 1, mode="a")
+    snapshot = run.env
+    run.update_variable("log", 2, mode="a")
+    run.update_variable("log", [3], mode="extend")
+    assert snapshot.variables["log"] == [1]
+    assert run.env.variables["log"] == [1, 2, 3]
+    assert initial == []  # the starting value is never written to
+
+
+def test_a_value_an_action_read_is_not_changed_by_later_appends():
+    ds = Dataset(6, RsNums, preloaded=(np.zeros(6),))
+    result = (Pipeline().init_variable("log", []).log_and_peek() << ds).run(2)
+    assert result.get_variable("log") == [0, 2, 4]
+    assert result.get_variable("peeks") == [[], [0], [0, 2]]
+
+
+def test_write_mode_replaces_and_unknown_modes_are_refused():
+    run = run_state(v=[1])
+    run.update_variable("v", 5)
+    assert run.env.variables["v"] == 5
+    with pytest.raises(ValueError, match="unknown update mode 'x'; use 'w', 'a' or 'e'"):
+        run.update_variable("v", 1, mode="x")
+
+
+def test_concurrent_appends_lose_nothing():
+    run = run_state(log=[])
+
+    def add(k):
+        for i in range(200):
+            run.update_variable("log", (k, i), mode="a")
+
+    threads = [threading.Thread(target=add, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    got = run.env.variables["log"]
+    assert sorted(got) == [(k, i) for k in range(4) for i in range(200)]
+
+
+def test_swap_is_atomic_and_returns_the_new_environment():
+    run = run_state(n=0)
+    new = run.swap(lambda env: env.set_variable("n", env.variables["n"] + 1))
+    assert new.variables["n"] == 1 and run.env is new
+
+
+# -- locks and the pool ----------------------------------------------------------------------
+
+
+def test_a_named_lock_is_made_once_per_run_and_recorded_in_the_environment():
+    run = run_state()
+    assert run.lock("train") is run.lock("train")
+    assert "train" in run.env.locks
+    assert not run.lock_is_held("train")
+    with run.lock("train"):
+        assert run.lock_is_held("train")
+        with run.lock("train"):  # reentrant: a locked action may call another by hand
+            assert run.lock_is_held("train")
+    assert not run.lock_is_held("train")
+
+
+def test_the_pool_is_one_per_run_and_closed_with_the_run():
+    run = run_state()
+    pool = run.pool()
+    assert run.pool() is pool
+    assert pool.submit(lambda: 41 + 1).result() == 42
+    closed = []
+    run.on_close(lambda: closed.append(True))
+    run.close()
+    assert closed == [True]
+    with pytest.raises(RuntimeError):
+        pool.submit(lambda: None)
+
+
+# -- batch contexts --------------------------------------------------------------------------
+
+
+def test_a_context_draws_from_seed_epoch_batch_and_step_only():
+    run = run_state()
+    ctx = BatchContext(run, epoch=1, iteration=3)
+    ctx.step = (2,)
+    want = rng.derive(5, rng.PURPOSE_BATCH, 1, 3, 2).random(4)
+    np.testing.assert_array_equal(ctx.random().random(4), want)
+    other = BatchContext(run, epoch=1, iteration=3)
+    other.step = (3,)
+    assert not np.array_equal(other.random().random(4), want)  # another step: another stream
+
+
+def test_a_worker_context_hands_environment_access_back_to_the_driver():
+    run = run_state(n=1)
+    ctx = BatchContext(run, epoch=0, iteration=0, in_worker=True)
+    with pytest.raises(NeedsDriver):
+        ctx.view()
+    assert BatchContext(run, epoch=0, iteration=0).view().get_variable("n") == 1
