@@ -121,7 +121,21 @@ def action(
     *, model: str | None = None, use_lock: str | None = None
 ) -> Callable[[Callable[..., Any]], ActionDefinition]: ...
 def action(fn: Any = None, /, *, model: Any = None, use_lock: str | None = None) -> Any:
-    """Mark a function as an action: ``@action`` or ``@action(model=..., use_lock=...)``."""
+    """Mark a function as an action: ``@action`` or ``@action(model=..., use_lock=...)``.
+
+    An action takes the batch (and any arguments) and returns a batch: the same one or
+    a new one made with ``replace``. ``use_lock`` lets one batch at a time run it.
+
+    >>> import numpy as np
+    >>> from fpipe import Batch, Dataset
+    >>> class Counted(Batch):
+    ...     @action(use_lock="log")
+    ...     def count(self):
+    ...         self.pipeline.update_variable("sizes", len(self), mode="a")
+    ...         return self
+    >>> Dataset(5, Counted).p.init_variable("sizes", []).count().run(2, prefetch=2).get_variable("sizes")
+    [2, 2, 1]
+    """
     if fn is not None:
         return ActionDefinition(fn, model, use_lock)
     return lambda f: ActionDefinition(f, model, use_lock)

@@ -41,7 +41,19 @@ _IMMUTABLE_HINT = (
 
 
 class SkipBatch(Exception):
-    """Raise inside an action to drop the current batch from the run's output."""
+    """Raise inside an action to drop the current batch from the run's output.
+
+    >>> import numpy as np
+    >>> from fpipe import Dataset, action
+    >>> class OddOnly(Batch):
+    ...     @action
+    ...     def keep_odd(self):
+    ...         if self.indices[0] % 2 == 0:
+    ...             raise SkipBatch
+    ...         return self
+    >>> [b.indices.tolist() for b in Dataset(4, OddOnly).p.keep_odd().gen_batch(1)]
+    [[1], [3]]
+    """
 
 
 def freeze(value: Any, n_items: int, name: str) -> np.ndarray | None:
@@ -88,6 +100,15 @@ class Batch:
 
     Subclasses declare ``components = ("images", "labels")``; each becomes a
     read-only attribute. With no components the batch has one array, ``data``.
+
+    >>> import numpy as np
+    >>> class Pairs(Batch):
+    ...     components = ("images", "labels")
+    >>> b = Pairs([7, 9], preloaded=(np.zeros((2, 3)), np.array([1, 0])))
+    >>> b.images.flags.writeable, len(b), b[9].labels
+    (False, 2, np.int64(0))
+    >>> b.replace(images=b.images + 1).labels is b.labels  # untouched: shared, not copied
+    True
     """
 
     components: ClassVar[tuple[str, ...] | None] = None

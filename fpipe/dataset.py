@@ -36,6 +36,14 @@ class Dataset:
     ``preloaded`` holds whole-dataset arrays aligned with the index: a dict by
     component, a tuple with one array per component, or one array for a batch class
     without components.
+
+    >>> import numpy as np
+    >>> ds = Dataset(10, preloaded=np.arange(10.0) * 2)
+    >>> train, test = ds.split(0.8)
+    >>> len(train), len(test), ds.create_batch([3, 1]).data.tolist()
+    (8, 2, [6.0, 2.0])
+    >>> [b.indices.tolist() for b in test.p.gen_batch(1)]
+    [[8], [9]]
     """
 
     __slots__ = ("_batch_class", "_cursor", "_data", "_index", "_source")

@@ -130,7 +130,21 @@ class ModelDefinition:
 
 
 def model(fn: Any = None, /, *, mode: str = "global") -> Any:
-    """Mark a Batch method as a model factory: ``@model``, ``@model()`` or ``@model(mode=...)``."""
+    """Mark a Batch method as a model factory: ``@model``, ``@model()`` or ``@model(mode=...)``.
+
+    >>> import numpy as np
+    >>> from fpipe import Batch, Dataset, Pipeline, action
+    >>> class Scaled(Batch):
+    ...     @model(mode="static")
+    ...     def doc_scale(pipeline, config):
+    ...         return {"k": config.get("k", 1.0)}
+    ...     @action(model="doc_scale")
+    ...     def scale(self, m):
+    ...         return self.replace(data=self.data * m["k"])
+    >>> p = Pipeline().init_model("doc_scale", {"k": 3.0}).scale() << Dataset(2, Scaled, preloaded=np.ones(2))
+    >>> p.next_batch(2).data.tolist(), p.get_model_by_name("doc_scale")
+    ([3.0, 3.0], {'k': 3.0})
+    """
     if fn is not None:
         if isinstance(fn, str):
             raise TypeError("write @model(mode=...) with a keyword")

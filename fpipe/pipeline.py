@@ -79,7 +79,17 @@ def _freeze_config(config: Mapping[str, Any] | None) -> PMap:
 
 
 class Pipeline:
-    """A lazy, immutable description of batch processing; see the module docs."""
+    """A lazy, immutable description of batch processing; see the module docs.
+
+    >>> import numpy as np
+    >>> from fpipe import Dataset
+    >>> p = Pipeline().init_variable("n", 0).update_variable("n", lambda b: len(b), mode="a")
+    >>> linked = p << Dataset(5)
+    >>> linked.run(2).get_variable("n"), linked.get_variable("n")
+    ([2, 2, 1], 0)
+    >>> Pipeline() + p == p == p + Pipeline(), p * 2 == p + p
+    (True, True)
+    """
 
     __slots__ = ("__weakref__", "_config", "_cursor", "_dataset", "_env", "_lazy", "_steps")
 
