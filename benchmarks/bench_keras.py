@@ -9,21 +9,22 @@ batch ids come from one fpipe batching plan) in the same process:
   ``prefetch=2`` (batches are cut on a worker thread while the driver trains).
 
 Each side is warmed up first (Keras traces its train function), then the sides take
-turns ``--repeat`` times; the best time of each is reported as steps/s with the ratio
-fpipe/loop (1.0 means no overhead).
+turns ``--repeat`` times in rotating order (see ``_sides.py``). Each side's best round
+gives its steps/s; the ratio fpipe/loop (1.0 means no overhead) is printed from the
+best rounds and as the median of the per-round ratios.
 
-    python benchmarks/bench_keras.py [--steps 500] [--repeat 5]
+    python benchmarks/bench_keras.py [--steps 500] [--repeat 7]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
+from _sides import report, take_turns
 
 from fpipe import Batch, Dataset, Pipeline, action, model
 
@@ -71,16 +72,10 @@ def through_fpipe(pipeline: Pipeline, steps: int, prefetch: int) -> int:
     return n
 
 
-def timed(fn, *args) -> float:
-    start = time.perf_counter()
-    fn(*args)
-    return time.perf_counter() - start
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=500)
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
 
     rng = np.random.default_rng(0)
@@ -98,21 +93,19 @@ def main() -> None:
     through_fpipe(pipeline, 20, 0)
     through_fpipe(pipeline, 20, 2)
 
-    times: dict[str, list[float]] = {"loop": [], "fpipe": [], "fpipe prefetch=2": []}
-    for _ in range(args.repeat):
-        times["loop"].append(timed(loop, net, x, y, batches))
-        times["fpipe"].append(timed(through_fpipe, pipeline, args.steps, 0))
-        times["fpipe prefetch=2"].append(timed(through_fpipe, pipeline, args.steps, 2))
-
+    times = take_turns(
+        {
+            "loop": lambda: loop(net, x, y, batches),
+            "fpipe": lambda: through_fpipe(pipeline, args.steps, 0),
+            "fpipe prefetch=2": lambda: through_fpipe(pipeline, args.steps, 2),
+        },
+        args.repeat,
+    )
     print(
         f"Keras MLP {N_FEATURES}-128-{N_CLASSES}, batches of {BATCH}, {args.steps} steps, "
-        f"best of {args.repeat}"
+        f"{args.repeat} rounds"
     )
-    rate = {name: args.steps / min(ts) for name, ts in times.items()}
-    for name, steps_per_s in rate.items():
-        print(f"{name:17s}: {steps_per_s:8.1f} steps/s")
-    for name in ("fpipe", "fpipe prefetch=2"):
-        print(f"ratio {name}/loop: {rate[name] / rate['loop']:.3f}")
+    report(times, args.steps)
 
 
 if __name__ == "__main__":

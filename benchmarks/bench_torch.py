@@ -12,8 +12,9 @@ step takes well under a millisecond, so this is where framework overhead would s
 - ``loop over fpipe batches``: ``for b in dataset.gen_batch(...): step(b.x, b.y)``, which
   tells the cost of making batches apart from that of dispatching the action.
 
-Each side is warmed up, then the sides take turns ``--repeat`` times; the best time of
-each is reported as steps/s, with the ratio fpipe/loop (1.0 means no overhead).
+Each side is warmed up, then the sides take turns ``--repeat`` times in rotating order
+(see ``_sides.py``): best-round steps/s, and the ratio to the loop (1.0 means no
+overhead) from the best rounds and as the median of the per-round ratios.
 Needs PyTorch, which fpipe does not install; without it the script says so and exits.
 
     python benchmarks/bench_torch.py [--steps 2000] [--repeat 5]
@@ -23,10 +24,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 import warnings
 
 import numpy as np
+from _sides import report, take_turns
 
 from fpipe import Batch, Dataset, Pipeline, action, model
 
@@ -93,12 +94,6 @@ def through_fpipe(pipeline: Pipeline, steps: int, prefetch: int, device: str) ->
     sync(device)
 
 
-def timed(fn, *args) -> float:
-    start = time.perf_counter()
-    fn(*args)
-    return time.perf_counter() - start
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=2000)
@@ -133,22 +128,13 @@ def main() -> None:
         "fpipe": lambda: through_fpipe(pipeline, args.steps, 0, device),
         "fpipe prefetch=2": lambda: through_fpipe(pipeline, args.steps, 2, device),
     }
-    times: dict[str, list[float]] = {name: [] for name in sides}
-    order = list(sides)
-    for r in range(args.repeat):
-        for name in order[r % len(order) :] + order[: r % len(order)]:  # rotate who goes first
-            times[name].append(timed(sides[name]))
-
+    times = take_turns(sides, args.repeat)
     name = torch.cuda.get_device_name() if device == "cuda" else "CPU"
     print(
         f"torch MLP {N_FEATURES}-512-{N_CLASSES} on {name}, batches of {BATCH}, "
-        f"{args.steps} steps, best of {args.repeat}"
+        f"{args.steps} steps, {args.repeat} rounds"
     )
-    rate = {k: args.steps / min(v) for k, v in times.items()}
-    for k, steps_per_s in rate.items():
-        print(f"{k:24s}: {steps_per_s:8.1f} steps/s")
-    for k in ("loop over fpipe batches", "fpipe", "fpipe prefetch=2"):
-        print(f"ratio {k}/loop: {rate[k] / rate['loop']:.3f}")
+    report(times, args.steps)
 
 
 if __name__ == "__main__":
