@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Shared 2-core CI machines are slow and noisy: no per-example deadline, no "too slow"
+# health check. A failure prints the blob that reproduces it (@reproduce_failure).
+settings.register_profile(
+    "fpipe", deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True
+)
+settings.load_profile("fpipe")
 
 
 @pytest.fixture(scope="session")
