@@ -88,7 +88,7 @@ class ActionDefinition:
         )
         return f"<action {self.qualname}{extra}>"
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         # A method of an importable class pickles by reference to it. Otherwise (a plain
         # function, or a class that cloudpickle/Dask sends by value, e.g. one defined in
         # a script's __main__, whose attributes are restored one by one) it goes by value.
@@ -108,7 +108,9 @@ def _importable(cls: type) -> bool:
     return found is cls
 
 
-def _by_value(fn: Callable[..., Any], model: str | None, use_lock: str | None, name: str):
+def _by_value(
+    fn: Callable[..., Any], model: str | None, use_lock: str | None, name: str
+) -> ActionDefinition:
     definition = ActionDefinition(fn, model, use_lock)
     definition.name = name
     return definition

@@ -303,7 +303,7 @@ class Batch:
             raise TypeError("batch[...] takes one item id; use batch.select(positions) for many")
         return _Item(self, int(pos))
 
-    def __iter__(self):
+    def __iter__(self) -> Any:
         raise TypeError(
             f"{type(self).__name__} is not iterable; iterate over batch.indices, or use "
             "batch[item_id] for one item"
@@ -316,7 +316,7 @@ class Batch:
             parts.append(f"{name}={'None' if value is None else _shape(value)}")
         return f"{type(self).__name__}({len(self)} items, {', '.join(parts)})"
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild_batch, (type(self), self._indices, self._data))
 
     # -- run context ----------------------------------------------------------------------

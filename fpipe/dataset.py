@@ -131,7 +131,7 @@ class Dataset:
     def __hash__(self) -> int:
         return hash((self._batch_class, self._index))
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild, (self._index, self._batch_class, self._data, self._source))
 
     # -- batches --------------------------------------------------------------------------

@@ -16,6 +16,7 @@ __all__ = [
 
 import difflib
 from collections.abc import Iterable
+from typing import Any
 
 
 class FpipeError(Exception):
@@ -56,14 +57,18 @@ class ActionError(FpipeError):
         self.batch_position = batch_position
         self.batch_indices = batch_indices
 
-    def __reduce__(self):  # keep the fields when the error crosses a process boundary
+    def __reduce__(
+        self,
+    ) -> tuple[Any, ...]:  # keep the fields when the error crosses a process boundary
         return (
             _rebuild_action_error,
             (self.args[0], self.step, self.position, self.batch_position, self.batch_indices),
         )
 
 
-def _rebuild_action_error(message, step, position, batch_position, batch_indices):
+def _rebuild_action_error(
+    message: str, step: str, position: int, batch_position: int, batch_indices: Any
+) -> ActionError:
     return ActionError(
         message,
         step=step,

@@ -123,7 +123,7 @@ class ModelDefinition:
     def __repr__(self) -> str:
         return f"<{self.mode} model {self.qualname}>"
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         if self.owner is None:
             raise TypeError(f"cannot pickle model definition {self.name!r} outside a class")
         return (getattr, (self.owner, self.name))

@@ -103,7 +103,14 @@ class Pipeline:
     def __init__(self, config: Mapping[str, Any] | None = None) -> None:
         self._set((), None, _freeze_config(config), None, None)
 
-    def _set(self, steps, dataset, config, lazy, env) -> None:
+    def _set(
+        self,
+        steps: tuple[Step, ...],
+        dataset: Dataset | None,
+        config: PMap,
+        lazy: PMap | None,
+        env: Environment | None,
+    ) -> None:
         object.__setattr__(self, "_steps", steps)
         object.__setattr__(self, "_dataset", dataset)
         object.__setattr__(self, "_config", config)
@@ -112,7 +119,7 @@ class Pipeline:
         object.__setattr__(self, "_cursor", None)
 
     def _new(self, **changes: Any) -> Pipeline:
-        fields = {
+        fields: dict[str, Any] = {
             "steps": self._steps,
             "dataset": self._dataset,
             "config": self._config,
@@ -189,7 +196,7 @@ class Pipeline:
             "Pipeline(" + "".join(h + ", " for h in head) + "steps=[\n" + "\n".join(lines) + "\n])"
         )
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         lazy = dict(self._lazy) if self._lazy is not None else None
         return (_rebuild, (self._steps, self._dataset, dict(self._config), lazy, self._env))
 
@@ -720,7 +727,13 @@ def _edit_inits(
     return tuple(out), hits
 
 
-def _rebuild(steps, dataset, config, lazy, env) -> Pipeline:
+def _rebuild(
+    steps: tuple[Step, ...],
+    dataset: Dataset | None,
+    config: Mapping[str, Any],
+    lazy: Mapping[str, Any] | None,
+    env: Environment | None,
+) -> Pipeline:
     p = object.__new__(Pipeline)
     p._set(steps, dataset, pmap(config), pmap(lazy) if lazy is not None else None, env)
     return p
