@@ -27,7 +27,8 @@ from .errors import (
     UnknownActionError,
 )
 from .executors import DaskExecutor, Executor, ProcessExecutor, ThreadExecutor
-from .index import DatasetIndex, FilesIndex
+from .files import FilesIndex
+from .index import DatasetIndex
 from .iterator import PipelineIterator
 from .models import model
 from .parallel import inbatch_parallel

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from fpipe import rng
-from fpipe.index import DatasetIndex, FilesIndex
+from fpipe.files import FilesIndex
+from fpipe.index import DatasetIndex
 
 # -- construction ---------------------------------------------------------------------
 
