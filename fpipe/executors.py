@@ -261,7 +261,10 @@ class ProcessExecutor(Executor):
                         f"a worker process died {self._generation + 1} times in this run "
                         f"(batch #{handle.task.iteration} was being prepared the last time): "
                         "the pure steps may crash the interpreter (native code, memory). "
-                        "Run with executor='threads' or prefetch=0 to see the error itself."
+                        "A common cause is a script that starts the run at import time: "
+                        "worker processes import the script, so guard the run with "
+                        "`if __name__ == '__main__':`. Otherwise run with executor='threads' "
+                        "or prefetch=0 to see the error itself."
                     ) from exc
                 self._pool.shutdown(wait=False, cancel_futures=True)
                 self._pool = self._start_pool()

@@ -182,6 +182,8 @@ def run_compiled(
         raise
     except Exception as exc:
         raise step_error(step, batch, ctx, exc) from exc
+    finally:
+        ctx.batch = None  # else batch -> ctx -> batch: a cycle only the GC would free
     return (batch, i) if worker else batch
 
 

@@ -477,3 +477,23 @@ def test_epoch_orders_are_reproducible_for_a_seed():
     """BatchFlow bug: a seeded shuffle still changed from one run to the next."""
     assert epoch_orders(17) == epoch_orders(17) == epoch_orders(17, prefetch=4)
     assert epoch_orders(17) != epoch_orders(18)
+
+
+def test_batches_are_freed_without_the_garbage_collector():
+    """A batch and its run context must not form a cycle: else every batch (and its
+    arrays) lives until the next garbage collection, and memory churns."""
+    import weakref
+
+    for p in (numbers().p.reg_skip([]), numbers().p.reg_inc().reg_mark("m").reg_inc()):
+        for prefetch in (0, 3):
+            gc.collect()
+            gc.disable()
+            try:
+                refs = []
+                for b in p.gen_batch(4, seed=1, prefetch=prefetch):
+                    refs.append(weakref.ref(b))
+                    refs.append(weakref.ref(b.data.base if b.data.base is not None else b.data))
+                del b
+                assert refs and [r() for r in refs] == [None] * len(refs)
+            finally:
+                gc.enable()
