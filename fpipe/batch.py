@@ -316,6 +316,23 @@ class Batch:
             parts.append(f"{name}={'None' if value is None else _shape(value)}")
         return f"{type(self).__name__}({len(self)} items, {', '.join(parts)})"
 
+    def __eq__(self, other: object) -> bool:
+        """Equal batches have the same class, ids and components, bit for bit (NaN == NaN);
+        the run a batch is part of does not count."""
+        if not isinstance(other, Batch):
+            return NotImplemented
+        if self is other:
+            return True
+        if type(self) is not type(other) or self._data.keys() != other._data.keys():
+            return False
+        return _same(self._indices, other._indices) and all(
+            _same(v, other._data[k]) for k, v in self._data.items()
+        )
+
+    def __hash__(self) -> int:
+        ids = self._indices
+        return hash((type(self), len(ids), ids[:8].tobytes() if ids.dtype.kind != "O" else 0))
+
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild_batch, (type(self), self._indices, self._data))
 
@@ -468,3 +485,18 @@ def _shape(value: Any) -> str:
 def _rebuild_batch(cls: type[Batch], indices: np.ndarray, data: dict[str, Any]) -> Batch:
     n = len(indices)
     return cls._make(_readonly(np.array(indices)), {k: freeze(v, n, k) for k, v in data.items()})
+
+
+def _same(a: Any, b: Any) -> bool:
+    if a is b:
+        return True
+    if not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray)):
+        try:
+            return bool(np.array_equal(np.asarray(a), np.asarray(b)))
+        except Exception:
+            return False
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    if a.dtype.kind in "fc":
+        return bool(np.array_equal(a, b, equal_nan=True))
+    return bool(np.array_equal(a, b))

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -35,7 +35,7 @@ def _is_int(x: object) -> bool:
     return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True)
 class IterState:
     """Where an iteration stands: after ``iteration`` batches in all, ``batch_in_epoch``
     of them in epoch ``epoch`` (0-based), for the plan identified by ``fingerprint``.
@@ -52,18 +52,7 @@ class IterState:
     fingerprint: str
     # What the rebatch stages of a pipeline hold between batches: per stage, the items
     # not handed out yet and the number of batches it produced. Empty without rebatch.
-    carry: tuple[Any, ...] = field(default=(), compare=False)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, IterState):
-            return NotImplemented
-        return self._key() == other._key() and _carry_equal(self.carry, other.carry)
-
-    def __hash__(self) -> int:
-        return hash(self._key())
-
-    def _key(self) -> tuple[Any, ...]:
-        return (self.seed, self.epoch, self.batch_in_epoch, self.iteration, self.fingerprint)
+    carry: tuple[Any, ...] = ()
 
     def to_dict(self) -> dict[str, int | str]:
         """A JSON-able dict (ints and strings) that :meth:`from_dict` reads back.
@@ -125,23 +114,6 @@ class IterState:
             fingerprint=d["fingerprint"],
             carry=carry,
         )
-
-
-def _carry_equal(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
-    """Whether two rebatch carries hold the same items (same ids, same component values)."""
-    if len(a) != len(b):
-        return False
-    for (held_a, n_a), (held_b, n_b) in zip(a, b, strict=True):
-        if n_a != n_b or len(held_a) != len(held_b):
-            return False
-        for x, y in zip(held_a, held_b, strict=True):
-            if type(x) is not type(y) or not np.array_equal(x.indices, y.indices):
-                return False
-            if x._data.keys() != y._data.keys():
-                return False
-            if not all(np.array_equal(x._data[k], y._data[k]) for k in x._data):
-                return False
-    return True
 
 
 def _as_int(x: Any) -> Any:

@@ -485,3 +485,32 @@ def test_skip_batch_drops_the_batch_from_the_output():
     out = list((Pipeline().drop_odd() << ds).gen_batch(1))
     assert [b.indices.tolist() for b in out] == [[0], [2], [4]]
     assert issubclass(SkipBatch, Exception)
+
+
+# -- value equality ----------------------------------------------------------------------------
+
+
+def test_batches_with_the_same_class_ids_and_components_are_equal_and_hash_alike():
+    a, _, _ = imgs(n=3)
+    b, _, _ = imgs(n=3)
+    assert a is not b and a == b and hash(a) == hash(b)
+    assert len({a, b}) == 1
+    assert pickle.loads(pickle.dumps(a)) == a
+
+
+def test_batches_differ_by_ids_values_dtype_class_or_components():
+    a, images, _ = imgs(n=3)
+    assert a != imgs(ids=[0, 1, 5])[0]
+    assert a != a.replace(images=a.images + 1)
+    assert a != a.replace(images=a.images.astype(np.float32))
+    assert a != a.replace(labels=None)
+    assert a != BatchPlain(np.arange(3), preloaded=images)
+    assert a != "a batch"
+
+
+def test_nan_equals_nan_in_batch_equality_and_the_run_context_does_not_count():
+    b = BatchPlain([0, 1], preloaded=np.array([np.nan, 1.0]))
+    assert b == BatchPlain([0, 1], preloaded=np.array([np.nan, 1.0]))
+    ds = Dataset(4, BatchImgs, preloaded=(np.zeros((4, 2)), np.arange(4)))
+    (in_run,) = list(ds.p.scale(1.0).gen_batch(4))
+    assert in_run == ds.create_batch([0, 1, 2, 3])
