@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from . import rng
 from .batch import SkipBatch
 from .env import Environment
 from .errors import FpipeError, PipelineDefinitionError
@@ -92,35 +93,45 @@ class Task:
 _prepared: OrderedDict[str, tuple[Any, RunState]] = OrderedDict()
 
 
-def _prepare(job: Job) -> tuple[Any, RunState]:
+def _prepare(job: Job) -> tuple[tuple[Any, RunState], bool]:
+    """The job's compiled stage and RunState in this process, and whether they are new."""
     prepared = _prepared.get(job.token)
-    if prepared is None:
-        from .interpreter import compile_program
+    if prepared is not None:
+        return prepared, False
+    from .interpreter import compile_program
 
-        stage = compile_program(job.steps, job.batch_class).stages[0]
-        run = RunState(seed=job.seed, env=Environment(), batch_class=job.batch_class, config={})
-        prepared = _prepared[job.token] = (stage, run)
-        while len(_prepared) > 4:
-            _prepared.popitem(last=False)[1][1].close()
-    return prepared
+    stage = compile_program(job.steps, job.batch_class).stages[0]
+    run = RunState(seed=job.seed, env=Environment(), batch_class=job.batch_class, config={})
+    prepared = _prepared[job.token] = (stage, run)
+    while len(_prepared) > 4:
+        _prepared.popitem(last=False)[1][1].close()
+    return prepared, True
 
 
-def work(job: Job, task: Task, local: tuple[Any, RunState] | None = None) -> tuple[Any, int]:
-    """Load one batch and run it through the pure prefix; return ``(batch, next_step)``.
+def work(job: Job, task: Task, local: tuple[Any, RunState] | None = None) -> tuple[Any, int, bool]:
+    """Load one batch and run it through the pure prefix.
 
-    ``batch`` is None when an action skipped it. ``local`` is the driver's compiled
-    stage and RunState when the worker is a thread of the driver's process.
+    Return ``(batch, next_step, drew_globally)``: ``batch`` is None when an action
+    skipped it; ``drew_globally`` says whether, on the first batch this worker process
+    prepared for the run, a step drew from numpy's global generator (the driver warns).
+    ``local`` is the driver's compiled stage and RunState when the worker is a thread
+    of the driver's process (the driver watches the global generator itself).
     """
     from .interpreter import run_compiled
 
-    stage, run = local or _prepare(job)
+    first = False
+    if local is None:
+        local, first = _prepare(job)
+    stage, run = local
     ctx = BatchContext(run, task.epoch, task.iteration, in_worker=True)
+    mark = rng.global_mark() if first else None
     try:
         batch = job.dataset._batch_at(task.positions, ctx)
         out, position = run_compiled(stage, batch, ctx, worker=True)
-        return out._with_ctx(None), position
+        result: tuple[Any, int] = (out._with_ctx(None), position)
     except SkipBatch:
-        return None, -1
+        result = (None, -1)
+    return (*result, mark is not None and rng.global_moved(mark))
 
 
 class Executor:
@@ -174,7 +185,7 @@ def _process_init(payload: bytes) -> None:
     _process_job = pickle.loads(payload)
 
 
-def _process_work(task: Task) -> tuple[Any, int]:
+def _process_work(task: Task) -> tuple[Any, int, bool]:
     assert _process_job is not None
     return work(_process_job, task)
 

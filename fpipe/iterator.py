@@ -24,8 +24,7 @@ from collections.abc import Generator, Iterator
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
+from . import rng
 from .batch import Batch, SkipBatch
 from .env import Environment
 from .errors import FpipeError, GlobalRandomWarning, ResumeError
@@ -53,21 +52,6 @@ def pipeline_fingerprint(pipeline: Pipeline) -> str:
     import hashlib
 
     return hashlib.sha1(text.encode()).hexdigest()[:16]
-
-
-def _global_rng_mark() -> tuple[Any, ...]:
-    """Where numpy's global (legacy) generator stands: it moves on every draw."""
-    st = np.random.get_state(legacy=False)
-    return st["state"]["pos"], st["has_gauss"], st["gauss"], st["state"]["key"]
-
-
-def _global_rng_moved(mark: tuple[Any, ...]) -> bool:
-    """Whether something drew from the global generator since ``mark`` (a mere re-seed,
-    e.g. ``keras.utils.set_random_seed`` in a model factory, leaves it freshly seeded)."""
-    now = _global_rng_mark()
-    if now[:3] == mark[:3] and np.array_equal(now[3], mark[3]):
-        return False
-    return not (now[0] == 624 and not now[1])  # 624: MT19937's position right after seed()
 
 
 def _digest(ids: Any) -> str:
@@ -211,6 +195,7 @@ class _Engine:
         self.run = run
         self.executor = executor
         self.rng_blame: list[str] = []  # steps seen drawing from numpy's global RNG
+        self.warned_rng = False  # warned already: once per run is enough
         # per rebatch stage: the items it holds (batches, bare of run context) and the
         # number of batches it has produced; part of the state, so a run resumes exactly
         n_stages = len(program.rebatches)
@@ -225,9 +210,10 @@ class _Engine:
                 stream = self._rebatch(stream, rb, self.program.stages[k], k - 1)
             # The first output batch only (the hot path stays free): did any step draw
             # from numpy's global generator? Such a run cannot be reproduced.
-            mark = _global_rng_mark()
+            mark = rng.global_mark()
             first = next(stream, None)
-            if _global_rng_moved(mark):
+            if rng.global_moved(mark) and not self.warned_rng:
+                self.warned_rng = True
                 self._warn_global_rng()
             if first is None:
                 return
@@ -256,11 +242,11 @@ class _Engine:
     def _watched(self, steps: Any, batch: Batch, ctx: BatchContext) -> Batch:
         """Run the first batch step by step, noting the steps that use the global RNG."""
         for i in range(len(steps)):
-            mark = _global_rng_mark()
+            mark = rng.global_mark()
             try:
                 batch = run_compiled(steps[: i + 1], batch, ctx, i)
             finally:
-                if _global_rng_moved(mark) and steps[i].label not in self.rng_blame:
+                if rng.global_moved(mark) and steps[i].label not in self.rng_blame:
                     self.rng_blame.append(steps[i].label)
         return batch
 
@@ -304,8 +290,11 @@ class _Engine:
             executor.close()
 
     def _finish(self, at: tuple[int, int, int], future: Any) -> Batch | None:
-        batch, position = future.result()
+        batch, position, drew_globally = future.result()
         self.at = at
+        if drew_globally and not self.warned_rng:
+            self.warned_rng = True
+            self._warn_global_rng()
         if batch is None:
             return None
         ctx = BatchContext(self.run, at[0], at[2] - 1)

@@ -25,6 +25,8 @@ __all__ = [
     "PURPOSE_SHUFFLE",
     "derive",
     "fresh_seed",
+    "global_mark",
+    "global_moved",
     "normalize_seed",
 ]
 
@@ -68,3 +70,19 @@ def normalize_seed(seed: Any, *, what: str = "seed") -> int:
 # Further purposes (see PURPOSE_SHUFFLE / PURPOSE_BATCH above).
 PURPOSE_MAYBE = 3
 PURPOSE_ITEM = 4
+
+
+# -- numpy's global generator: fpipe never draws from it, and notices who does ------------
+def global_mark() -> tuple[Any, ...]:
+    """Where numpy's global (legacy) generator stands: it moves on every draw."""
+    st = np.random.get_state(legacy=False)
+    return st["state"]["pos"], st["has_gauss"], st["gauss"], st["state"]["key"]
+
+
+def global_moved(mark: tuple[Any, ...]) -> bool:
+    """Whether something drew from the global generator since ``mark`` (a mere re-seed,
+    e.g. ``keras.utils.set_random_seed`` in a model factory, leaves it freshly seeded)."""
+    now = global_mark()
+    if now[:3] == mark[:3] and np.array_equal(now[3], mark[3]):
+        return False
+    return not (now[0] == 624 and not now[1])  # 624: MT19937's position right after seed()

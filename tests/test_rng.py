@@ -11,6 +11,7 @@ from fpipe import (
     FpipeError,
     GlobalRandomWarning,
     Pipeline,
+    ProcessExecutor,
     ThreadExecutor,
     action,
     inbatch_parallel,
@@ -340,3 +341,22 @@ def test_reseeding_the_global_rng_without_drawing_does_not_warn():
             ds.p.reseed_and_draw().run(3, seed=1)
     finally:
         np.random.set_state(state)
+
+
+@pytest.mark.slow
+def test_the_global_rng_is_detected_in_worker_processes_too():
+    p = dataset().p.plain().global_rand()
+    with pytest.warns(GlobalRandomWarning, match="drew from numpy's global random generator"):
+        p.run(3, seed=1, executor=ProcessExecutor(1))
+
+
+@pytest.mark.dask
+def test_the_global_rng_is_detected_on_dask_workers_too(dask_client):
+    p = dataset().p.plain().global_rand()
+    with pytest.warns(GlobalRandomWarning, match="drew from numpy's global random generator"):
+        p.run(3, seed=1, executor=dask_client)
+
+
+@pytest.mark.slow
+def test_worker_processes_that_draw_only_from_batch_random_do_not_warn():
+    dataset().p.draw_a().draw_b().run(3, seed=1, executor=ProcessExecutor(1))  # warnings are errors
