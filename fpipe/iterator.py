@@ -95,7 +95,7 @@ class PipelineIterator:
                     f"the pipeline has {len(self._program.rebatches)}: it comes from another "
                     "pipeline"
                 )
-        self._start = state if state is not None else plan.initial_state()
+        start = state if state is not None else plan.initial_state()
         env = self._program.start_env(previous=pipeline._env)
         if restore is not None:
             env = replace(
@@ -116,7 +116,7 @@ class PipelineIterator:
             dataset,
             self._program,
             plan,
-            self._start,
+            start,
             run,
             resolve_executor(executor, prefetch),
         )
