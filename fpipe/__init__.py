@@ -24,7 +24,9 @@ from .errors import (
     ModelError,
     PipelineDefinitionError,
     ResumeError,
+    UndeclaredEffectError,
     UnknownActionError,
+    UnknownVariableError,
 )
 from .executors import DaskExecutor, Executor, ProcessExecutor, ThreadExecutor
 from .files import FilesIndex
@@ -60,7 +62,9 @@ __all__ = [
     "ResumeError",
     "SkipBatch",
     "ThreadExecutor",
+    "UndeclaredEffectError",
     "UnknownActionError",
+    "UnknownVariableError",
     "action",
     "inbatch_parallel",
     "model",

@@ -13,25 +13,64 @@ An action is an ordinary method, so it can be called on a batch by hand; in a
 pipeline it becomes a step (``pipeline.double()``). ``@action(model="m")`` passes
 the model descriptor ``m`` as the first argument after ``self``;
 ``@action(use_lock="name")`` lets one batch at a time run it within a run.
+
+Pure or effectful, known before anything runs
+---------------------------------------------
+A *pure* action depends on its batch and arguments only: a run may compute it ahead of
+time, on worker threads or processes, in any order. An *effectful* action reads or
+writes the run's environment (variables, models, locks): it runs on the driver, exactly
+once per batch, in batch order, one batch at a time. An action is effectful when it is
+declared so (``@action(effects=True)``), has ``model=`` or ``use_lock=``, or when its
+code (or a function it wraps, e.g. an ``@inbatch_parallel`` method and its ``init`` /
+``post`` methods) mentions ``pipeline`` or ``get_model_by_name``. Declare
+``effects=False`` to keep an action pure whose code only mentions those names.
+
+>>> @action
+... def count(batch):
+...     batch.pipeline.update_variable("n", 1, mode="a")
+...     return batch
+>>> count.effectful, B.double.effectful
+(True, False)
+
+A pure action that still reaches the environment (through a helper function fpipe
+could not see) is stopped at its first call, with any prefetch, by an error that names
+it and shows the declaration to add; it is never run a second time.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+import types
+from collections.abc import Callable, Iterator
 from typing import Any, overload
 
 from .errors import ImmutableBatchError
 
-__all__ = ["ActionDefinition", "action", "check_result", "explain_readonly"]
+__all__ = [
+    "ENV_NAMES",
+    "ActionDefinition",
+    "action",
+    "check_result",
+    "explain_readonly",
+    "mentions_env",
+]
+
+# A function whose code uses one of these names may reach the run's environment.
+ENV_NAMES = frozenset({"pipeline", "get_model_by_name"})
 
 
 class ActionDefinition:
     """What ``@action`` makes of a function: the function plus its run-time needs."""
 
-    __slots__ = ("__dict__", "fn", "model", "name", "owner", "use_lock")
+    __slots__ = ("__dict__", "effects", "fn", "model", "name", "owner", "use_lock")
 
-    def __init__(self, fn: Callable[..., Any], model: str | None, use_lock: str | None) -> None:
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        model: str | None,
+        use_lock: str | None,
+        effects: bool | None = None,
+    ) -> None:
         if not callable(fn):
             raise TypeError(f"@action decorates a function, not {type(fn).__name__}")
         if model is not None and not isinstance(model, str):
@@ -40,7 +79,16 @@ class ActionDefinition:
                 raise TypeError("@action(model=...) takes the model's name")
         if use_lock is not None and not isinstance(use_lock, str):
             raise TypeError("@action(use_lock=...) takes a lock name (a str)")
+        if effects is not None and not isinstance(effects, bool):
+            raise TypeError(f"@action(effects=...) takes True or False, not {effects!r}")
+        if effects is False and (model is not None or use_lock is not None):
+            raise TypeError(
+                f"@action(effects=False) on {getattr(fn, '__name__', 'an action')!r} contradicts "
+                "model=/use_lock=: an action that uses a model or a lock is effectful. Drop "
+                "effects=False."
+            )
         self.fn = fn
+        self.effects = effects
         self.model = model
         self.use_lock = use_lock
         self.name: str = getattr(fn, "__name__", "action")
@@ -48,9 +96,16 @@ class ActionDefinition:
         functools.update_wrapper(self, fn)
 
     @property
-    def needs_env(self) -> bool:
-        """True when the action uses a model or a lock, i.e. the run's environment."""
-        return self.model is not None or self.use_lock is not None
+    def effectful(self) -> bool:
+        """Whether the action reaches the run's environment (see the module docs)."""
+        if self.effects is not None:
+            return self.effects
+        if self.model is not None or self.use_lock is not None:
+            return True
+        found = self.__dict__.get("_mentions_env")
+        if found is None:  # computed once, when first asked (the owner class is known then)
+            found = self.__dict__["_mentions_env"] = mentions_env(self.fn, self.owner)
+        return found
 
     @property
     def qualname(self) -> str:
@@ -71,7 +126,7 @@ class ActionDefinition:
             args = (batch.get_model_by_name(self.model), *args)
         try:
             if self.use_lock is not None and batch._ctx is not None:
-                with batch._ctx.run.lock(self.use_lock):
+                with batch.pipeline.lock(self.use_lock):
                     result = self.fn(batch, *args, **kwargs)
             else:
                 result = self.fn(batch, *args, **kwargs)
@@ -94,7 +149,7 @@ class ActionDefinition:
         # a script's __main__, whose attributes are restored one by one) it goes by value.
         if self.owner is not None and _importable(self.owner):
             return (getattr, (self.owner, self.name))
-        return (_by_value, (self.fn, self.model, self.use_lock, self.name))
+        return (_by_value, (self.fn, self.model, self.use_lock, self.name, self.effects))
 
 
 def _importable(cls: type) -> bool:
@@ -109,9 +164,13 @@ def _importable(cls: type) -> bool:
 
 
 def _by_value(
-    fn: Callable[..., Any], model: str | None, use_lock: str | None, name: str
+    fn: Callable[..., Any],
+    model: str | None,
+    use_lock: str | None,
+    name: str,
+    effects: bool | None = None,
 ) -> ActionDefinition:
-    definition = ActionDefinition(fn, model, use_lock)
+    definition = ActionDefinition(fn, model, use_lock, effects)
     definition.name = name
     return definition
 
@@ -120,13 +179,23 @@ def _by_value(
 def action(fn: Callable[..., Any], /) -> ActionDefinition: ...
 @overload
 def action(
-    *, model: str | None = None, use_lock: str | None = None
+    *, model: str | None = None, use_lock: str | None = None, effects: bool | None = None
 ) -> Callable[[Callable[..., Any]], ActionDefinition]: ...
-def action(fn: Any = None, /, *, model: Any = None, use_lock: str | None = None) -> Any:
-    """Mark a function as an action: ``@action`` or ``@action(model=..., use_lock=...)``.
+def action(
+    fn: Any = None,
+    /,
+    *,
+    model: Any = None,
+    use_lock: str | None = None,
+    effects: bool | None = None,
+) -> Any:
+    """Mark a function as an action: ``@action`` or ``@action(model=, use_lock=, effects=)``.
 
     An action takes the batch (and any arguments) and returns a batch: the same one or
     a new one made with ``replace``. ``use_lock`` lets one batch at a time run it.
+    ``effects=True`` declares that it reaches the run's environment (it then runs on the
+    driver, once per batch, in order); ``effects=False`` that it does not (see the
+    module docs for the rule when neither is given).
 
     >>> import numpy as np
     >>> from fpipe import Batch, Dataset
@@ -139,8 +208,45 @@ def action(fn: Any = None, /, *, model: Any = None, use_lock: str | None = None)
     [2, 2, 1]
     """
     if fn is not None:
-        return ActionDefinition(fn, model, use_lock)
-    return lambda f: ActionDefinition(f, model, use_lock)
+        return ActionDefinition(fn, model, use_lock, effects)
+    return lambda f: ActionDefinition(f, model, use_lock, effects)
+
+
+def mentions_env(fn: Any, owner: type | None = None) -> bool:
+    """Whether ``fn``'s code (nested functions, wrapped functions and the methods an
+    ``@inbatch_parallel`` wrapper names included) uses a name in :data:`ENV_NAMES`."""
+    return any(not ENV_NAMES.isdisjoint(code.co_names) for code in _codes(fn, owner, set()))
+
+
+def _codes(fn: Any, owner: type | None, seen: set[int]) -> Iterator[types.CodeType]:
+    if id(fn) in seen:
+        return
+    seen.add(id(fn))
+    if isinstance(fn, ActionDefinition):
+        fn = fn.fn
+    if isinstance(fn, functools.partial):
+        yield from _codes(fn.func, owner, seen)
+        return
+    code = getattr(getattr(fn, "__func__", fn), "__code__", None)
+    if code is None and not isinstance(fn, types.FunctionType) and callable(fn):
+        code = getattr(getattr(type(fn), "__call__", None), "__code__", None)
+    if isinstance(code, types.CodeType):
+        yield from _nested(code)
+    wrapped = getattr(fn, "__wrapped__", None)
+    if wrapped is not None:
+        yield from _codes(wrapped, owner, seen)
+    for part in getattr(fn, "inbatch_parallel", ())[:2]:  # init and post
+        if isinstance(part, str):
+            part = getattr(owner, part, None) if owner is not None else None
+        if callable(part):
+            yield from _codes(part, owner, seen)
+
+
+def _nested(code: types.CodeType) -> Iterator[types.CodeType]:
+    yield code
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            yield from _nested(const)
 
 
 def check_result(name: str, result: Any) -> Any:

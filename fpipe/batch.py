@@ -17,6 +17,23 @@ methods that return a new batch built with :meth:`Batch.replace`:
 
 Untouched components are shared, never copied; every array a batch hands out is
 read-only, so an action cannot change its input by accident.
+
+A batch *takes* the arrays it is given (by ``replace``, ``preloaded`` or a
+:class:`~fpipe.Dataset`) rather than copying them: an array that owns its memory is
+made read-only in place, so nobody, the caller included, can change the batch later
+through it; a view of an array the caller still holds is copied. The items of an
+object (ragged) component are frozen too:
+
+>>> mine = np.zeros((3, 2))
+>>> d = b.replace(images=mine)
+>>> mine[0, 0] = 1.0
+Traceback (most recent call last):
+...
+ValueError: assignment destination is read-only
+>>> Batch(np.arange(2), preloaded=[[1, 2], [3]]).data[1].append(4)
+Traceback (most recent call last):
+...
+TypeError: this list belongs to an fpipe value (a step argument or a variable's default, or an item of a batch component) and cannot change; make a copy to change it, e.g. `list(x)` or `dict(x)`
 """
 
 from __future__ import annotations
@@ -27,6 +44,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from .errors import FpipeError, ImmutableBatchError, did_you_mean
+from .values import arrays_equal, freeze_objects, own, readonly
+from .values import freeze as freeze_value
 
 if TYPE_CHECKING:
     from .index import DatasetIndex
@@ -57,13 +76,24 @@ class SkipBatch(Exception):
 
 
 def freeze(value: Any, n_items: int, name: str) -> np.ndarray | None:
-    """Return ``value`` as a read-only array of ``n_items`` rows, sharing memory where possible."""
+    """``value`` as a read-only array of ``n_items`` rows that nobody else can change.
+
+    The batch takes ownership of arrays instead of copying them (see
+    :func:`fpipe.values.own`): an array that owns its memory is made read-only in place, so
+    the caller's array becomes read-only too; a view of an array the caller still holds is
+    copied. Anything else goes through ``np.asarray``; a ragged sequence gives one object
+    per item. The items of an object array are frozen (:func:`fpipe.values.freeze_objects`).
+
+    >>> a = np.zeros((2, 3))
+    >>> freeze(a, 2, "x") is a, a.flags.writeable
+    (True, False)
+    >>> freeze([[1, 2], [3]], 2, "x")[0]
+    [1, 2]
+    """
     if value is None:
         return None
     if isinstance(value, np.ndarray):
-        if value.flags.writeable:
-            value = value.view()
-            value.setflags(False)
+        value = freeze_objects(value) if value.dtype.kind == "O" else own(value)
     else:
         value = _as_array(value, n_items, name)
     if value.ndim == 0 or len(value) != n_items:
@@ -78,13 +108,15 @@ def freeze(value: Any, n_items: int, name: str) -> np.ndarray | None:
 def _as_array(value: Any, n_items: int, name: str) -> np.ndarray:
     try:
         arr = np.asarray(value)
-    except ValueError:  # ragged sequence: keep one object per item
-        arr = np.empty(len(value), dtype=object)
-        arr[:] = list(value)
-    if arr is value:  # a read-only view for array-likes numpy returns unchanged
-        arr = arr.view()
-    arr.setflags(False)  # type: ignore[call-arg]
-    return arr
+    except ValueError:  # ragged sequence: keep one (frozen) object per item
+        items = [freeze_value(v) for v in value]
+        arr = np.empty(len(items), dtype=object)
+        for i, item in enumerate(items):
+            arr[i] = item  # one at a time: numpy would unpack lists given all at once
+        return readonly(arr)
+    # A converted sequence is a new array (owned: frozen in place); an array-like that
+    # shares its memory (a memoryview, a tensor) is copied unless it is read-only.
+    return freeze_objects(arr) if arr.dtype.kind == "O" else own(arr)
 
 
 def _component_property(name: str) -> property:
@@ -100,6 +132,11 @@ class Batch:
 
     Subclasses declare ``components = ("images", "labels")``; each becomes a
     read-only attribute. With no components the batch has one array, ``data``.
+
+    Arrays given to a batch become its own: one that owns its memory is made read-only
+    in place (the caller's array too: copy it first to keep writing to it), a view of an
+    array someone holds is copied, and read-only arrays are shared. Lists, dicts and
+    arrays inside an object component become immutable (:mod:`fpipe.values`).
 
     >>> import numpy as np
     >>> class Pairs(Batch):
@@ -149,11 +186,11 @@ class Batch:
             cls._component_names = names
             cls._component_set = frozenset(names)
             cls.components = None if names == (_DATA,) else names
-        from .models import ModelDefinition
-
+        # Global models (fpipe.models.ModelDefinition) are built when their class is
+        # created; models depends on batch, not the other way round, hence the duck type.
         for value in list(vars(cls).values()):
-            if isinstance(value, ModelDefinition) and value.owner is cls:
-                value.build_global()  # global models are built when their class is created
+            if getattr(value, "owner", None) is cls and hasattr(value, "build_global"):
+                value.build_global()
 
     # -- construction -------------------------------------------------------------------
     def __init__(self, index: Any, preloaded: Any = None) -> None:
@@ -245,10 +282,18 @@ class Batch:
                     f"{list(self._component_names)}.{did_you_mean(name, allowed)} "
                     "Declare it in `components` to add it."
                 )
-            if value.__class__ is np.ndarray and value.ndim and len(value) == n:
-                if value.flags.writeable:  # the common case, inlined: a read-only view
-                    value = value.view()
+            if (
+                value.__class__ is np.ndarray
+                and value.ndim
+                and len(value) == n
+                and value.dtype.kind != "O"
+            ):
+                # The common case, inlined: an array the action just made owns its memory
+                # and is frozen in place (no copy, no view); anything else goes to ``own``.
+                if value.base is None:
                     value.setflags(False)  # type: ignore[call-arg]  # positional: 2x faster
+                else:
+                    value = own(value)
                 data[name] = value
                 continue
             frozen = freeze(value, n, name)
@@ -393,7 +438,7 @@ class Batch:
                     )
             elif key.dtype.kind not in "iu":
                 raise TypeError(f"positions must be ints, a slice or a bool mask, not {key.dtype}")
-        indices = _readonly(self._indices[key])
+        indices = readonly(self._indices[key])
         n = len(indices)
         data = {k: freeze(v[key], n, k) for k, v in self._data.items()}
         return self._make(indices, data, self._ctx)
@@ -413,7 +458,7 @@ class Batch:
                     f"cannot merge {kind.__name__} with {type(b).__name__}: their components "
                     f"differ ({list(kind._component_names)} vs {list(type(b)._component_names)})"
                 )
-        indices = _readonly(np.concatenate([b._indices for b in batches]))
+        indices = readonly(np.concatenate([b._indices for b in batches]))
         data: dict[str, Any] = {}
         for name in kind._component_names:
             parts = [b._data.get(name) for b in batches]
@@ -425,7 +470,7 @@ class Batch:
                     f"cannot merge batches where component {name!r} is loaded in some and "
                     "missing in others"
                 )
-            data[name] = _readonly(np.concatenate(parts))  # type: ignore[arg-type]
+            data[name] = readonly(np.concatenate(parts))  # type: ignore[arg-type]
         return kind._make(indices, data, first._ctx)
 
     def split(self, sizes: Iterable[int]) -> list[Batch]:
@@ -464,11 +509,6 @@ class _Item:
         return f"<item {self._batch._indices[self._pos]!r} of {type(self._batch).__name__}>"
 
 
-def _readonly(arr: np.ndarray) -> np.ndarray:
-    arr.setflags(False)  # type: ignore[call-arg]
-    return arr
-
-
 # Batches are built on the hot path: set the slots through their descriptors, which
 # is faster than object.__setattr__ and bypasses Batch.__setattr__ (which refuses).
 _new = object.__new__
@@ -484,19 +524,15 @@ def _shape(value: Any) -> str:
 
 def _rebuild_batch(cls: type[Batch], indices: np.ndarray, data: dict[str, Any]) -> Batch:
     n = len(indices)
-    return cls._make(_readonly(np.array(indices)), {k: freeze(v, n, k) for k, v in data.items()})
+    return cls._make(readonly(np.array(indices)), {k: freeze(v, n, k) for k, v in data.items()})
 
 
 def _same(a: Any, b: Any) -> bool:
     if a is b:
         return True
-    if not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray)):
-        try:
-            return bool(np.array_equal(np.asarray(a), np.asarray(b)))
-        except Exception:
-            return False
-    if a.shape != b.shape or a.dtype != b.dtype:
+    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
+        return arrays_equal(a, b)
+    try:
+        return bool(np.array_equal(np.asarray(a), np.asarray(b)))
+    except Exception:
         return False
-    if a.dtype.kind in "fc":
-        return bool(np.array_equal(a, b, equal_nan=True))
-    return bool(np.array_equal(a, b))

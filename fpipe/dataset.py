@@ -16,12 +16,13 @@ preloaded arrays, and ``ds.p`` starts a new pipeline linked to it.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from .batch import Batch
 from .index import DatasetIndex
+from .values import arrays_equal
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline
@@ -46,9 +47,11 @@ class Dataset:
     [[8], [9]]
     """
 
-    __slots__ = ("_batch_class", "_cursor", "_data", "_index", "_source")
+    __slots__ = ("__weakref__", "_batch_class", "_data", "_index", "_source")
+    # The class of the pipelines ``ds.p`` makes; fpipe.pipeline sets it where it defines
+    # Pipeline (a dataset is a description and never imports the running layer).
+    _pipeline_type: ClassVar[Any]
     _batch_class: type[Batch]
-    _cursor: Any
     _data: dict[str, np.ndarray]
     _index: DatasetIndex
     _source: DatasetIndex | None
@@ -77,7 +80,6 @@ class Dataset:
         object.__setattr__(self, "_data", data)
         # the index the preloaded arrays are aligned with, when it is not ``_index``
         object.__setattr__(self, "_source", source)
-        object.__setattr__(self, "_cursor", None)
 
     def _derive(self, index: DatasetIndex) -> Dataset:
         new = object.__new__(Dataset)
@@ -125,11 +127,21 @@ class Dataset:
             and self._index == other._index
             and self._source == other._source
             and self._data.keys() == other._data.keys()
-            and all(_same_array(self._data[k], other._data[k]) for k in self._data)
+            and all(arrays_equal(self._data[k], other._data[k]) for k in self._data)
         )
 
     def __hash__(self) -> int:
         return hash((self._batch_class, self._index))
+
+    def __rshift__(self, pipeline: Any) -> Any:
+        """``dataset >> pipeline`` links the pipeline to this dataset."""
+        return pipeline << self
+
+    def __lshift__(self, other: object) -> Any:
+        raise TypeError(
+            "`dataset << pipeline` is the wrong way round: link with `pipeline << dataset` "
+            "or `dataset >> pipeline`"
+        )
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild, (self._index, self._batch_class, self._data, self._source))
@@ -167,37 +179,26 @@ class Dataset:
     # -- pipelines ------------------------------------------------------------------------
     def pipeline(self, config: Mapping[str, Any] | None = None) -> Pipeline:
         """A new, empty pipeline linked to this dataset."""
-        from .pipeline import Pipeline
-
-        return Pipeline(config) << self
+        return self._pipeline_type(config) << self  # type: ignore[no-any-return]
 
     @property
     def p(self) -> Pipeline:
         """Shorthand for :meth:`pipeline`: ``ds.p.normalize().run(32)``."""
         return self.pipeline()
 
-    def __rshift__(self, pipeline: Pipeline) -> Pipeline:
-        """``dataset >> pipeline`` links the pipeline to this dataset."""
-        return pipeline << self
-
     def gen_batch(self, batch_size: int, *args: Any, **kwargs: Any) -> Iterator[Batch]:
         """Iterate over batches of this dataset (same arguments as :meth:`Pipeline.gen_batch`)."""
         return self.p.gen_batch(batch_size, *args, **kwargs)
 
     def next_batch(self, batch_size: int, *args: Any, **kwargs: Any) -> Batch:
-        """The next batch; successive calls with the same arguments continue one iteration."""
-        from .pipeline import _Cursor
-
-        cursor = self._cursor
-        if cursor is None:
-            cursor = _Cursor()
-            object.__setattr__(self, "_cursor", cursor)
-        return cursor.next(self.p, batch_size, args, kwargs)
+        """The next batch; successive calls with the same arguments continue one iteration
+        (kept beside this dataset object, never in its value)."""
+        p = self.p
+        return p._next_of(self, p, p._run_args((batch_size, *args), kwargs))  # type: ignore[no-any-return]
 
     def reset(self) -> None:
         """Forget the iteration that :meth:`next_batch` continues."""
-        if self._cursor is not None:
-            self._cursor.reset()
+        self._pipeline_type._reset_of(self)
 
 
 def _rebuild(index: DatasetIndex, batch_class: type[Batch], data: dict, source: Any) -> Dataset:
@@ -208,12 +209,3 @@ def _rebuild(index: DatasetIndex, batch_class: type[Batch], data: dict, source: 
         frozen[k] = v
     ds._set(index, batch_class, frozen, source)
     return ds
-
-
-def _same_array(a: np.ndarray, b: np.ndarray) -> bool:
-    """Identical, or equal values (e.g. after a pickle round trip)."""
-    return a is b or (
-        a.shape == b.shape
-        and a.dtype == b.dtype
-        and np.array_equal(a, b, equal_nan=a.dtype.kind in "fc")
-    )

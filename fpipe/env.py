@@ -26,7 +26,24 @@ from pyrsistent import PMap, pmap
 from .errors import ModelError, did_you_mean
 from .models import ModelDefinition, definitions_of
 
-__all__ = ["Environment", "resolve_model"]
+__all__ = ["UPDATE_MODES", "Environment", "resolve_model", "update_mode"]
+
+# Update modes of a variable: each accepted spelling and what it means.
+UPDATE_MODES = {"w": "w", "write": "w", "a": "a", "append": "a", "e": "e", "extend": "e"}
+
+
+def update_mode(mode: object) -> str:
+    """``mode`` as ``"w"``, ``"a"`` or ``"e"``, or a ValueError that lists the choices.
+
+    >>> update_mode("append")
+    'a'
+    """
+    try:
+        return UPDATE_MODES[mode]  # type: ignore[index]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"unknown update mode {mode!r}; use 'w' (write), 'a' (append) or 'e' (extend)"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -47,15 +64,11 @@ class Environment:
 
     def update_variable(self, name: str, value: Any, mode: str = "w") -> Environment:
         """Write (``w``), append to (``a``) or extend (``e``) a variable."""
-        if mode in ("w", "write"):
+        mode = update_mode(mode)
+        if mode == "w":
             return self.set_variable(name, value)
         current = self.variables.get(name, None)
-        if mode in ("a", "append"):
-            new = [*(current or []), value]
-        elif mode in ("e", "extend"):
-            new = [*(current or []), *value]
-        else:
-            raise ValueError(f"unknown update mode {mode!r}; use 'w', 'a' or 'e'")
+        new = [*(current or []), value] if mode == "a" else [*(current or []), *value]
         return self.set_variable(name, new)
 
     def get_variable(self, name: str, *default: Any) -> Any:
@@ -110,15 +123,15 @@ def resolve_model(
     batch: Any,
     batch_class: type | None,
     config_for: Callable[[str, Mapping[str, Any]], dict[str, Any]],
-) -> tuple[Any, Environment]:
+) -> tuple[Any, bool]:
     """Find model ``name``: imported, static, dynamic (built now if needed), then global.
 
-    Returns the descriptor and the environment after the lookup (with the dynamic
-    model added if this call built it).
+    Returns the descriptor and whether this call built it (a dynamic model the caller
+    must add to its environment).
     """
     found = lookup_model(env, name, batch_class)
     if found is not _MISSING:
-        return found, env
+        return found, False
     definition: ModelDefinition | None = None
     config: Mapping[str, Any] = {}
     if name in env.declared:
@@ -140,5 +153,4 @@ def resolve_model(
             f"static model {definition.qualname} is used but was never initialised: add "
             f".init_model({name!r}) to the pipeline before the actions that use it."
         )
-    descriptor = definition.build(batch, config_for(name, config))
-    return descriptor, replace(env, dynamic=env.dynamic.set(name, descriptor))
+    return definition.build(batch, config_for(name, config)), True

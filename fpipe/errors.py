@@ -10,7 +10,9 @@ __all__ = [
     "ModelError",
     "PipelineDefinitionError",
     "ResumeError",
+    "UndeclaredEffectError",
     "UnknownActionError",
+    "UnknownVariableError",
     "did_you_mean",
 ]
 
@@ -32,6 +34,21 @@ class UnknownActionError(PipelineDefinitionError, AttributeError):
 
     It is an AttributeError too, so ``hasattr(pipeline, name)`` answers False.
     """
+
+
+class UndeclaredEffectError(PipelineDefinitionError):
+    """A step classified pure reached the run's environment (variables, models, locks).
+
+    The message names the step and shows the declaration (``@action(effects=True)``)
+    that makes it run on the driver, once per batch and in batch order.
+    """
+
+
+class UnknownVariableError(FpipeError, KeyError):
+    """A variable was read, set or updated that the pipeline never declared."""
+
+    def __str__(self) -> str:  # KeyError would show the message in quotes
+        return str(self.args[0]) if self.args else ""
 
 
 class ActionError(FpipeError):

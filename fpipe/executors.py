@@ -1,10 +1,10 @@
 """Executors: where the pure prefix of a pipeline runs while the driver goes on.
 
-A run splits its first stage in two. The *pure prefix* (steps that use no model,
-variable or lock) runs on workers: threads, processes or a Dask cluster. The rest
-runs on the driver, one batch at a time and in batch order, so the run's
-environment evolves exactly as in a sequential run. A step that turns out to touch
-the environment on a worker is handed back to the driver and run there.
+A run splits its first stage in two. The *pure prefix* (the steps before the first
+effectful one, see :mod:`fpipe.actions`) runs on workers: threads, processes or a
+Dask cluster. The rest runs on the driver, one batch at a time and in batch order, so
+the run's environment evolves exactly as in a sequential run. Which steps are pure is
+known before any of them runs: no step is ever run twice.
 
 >>> resolve_executor(None, prefetch=0) is None   # sequential: everything on the driver
 True
@@ -28,8 +28,9 @@ from . import rng
 from .batch import SkipBatch
 from .env import Environment
 from .errors import FpipeError, PipelineDefinitionError
+from .interpreter import compile_program, run_compiled
 from .runstate import BatchContext, RunState
-from .steps import Step
+from .steps import Join, Rebatch, Step
 
 if TYPE_CHECKING:
     from concurrent.futures import Future, ThreadPoolExecutor
@@ -38,6 +39,7 @@ __all__ = [
     "DaskExecutor",
     "Executor",
     "Job",
+    "Prepared",
     "ProcessExecutor",
     "Task",
     "ThreadExecutor",
@@ -62,9 +64,6 @@ class Job:
         Steps keep their positions (their random streams depend on them); a lambda in a
         later, driver-side step (e.g. ``update_variable(name, lambda b: ...)``) is never sent.
         """
-        from .interpreter import compile_program
-        from .steps import Join, Rebatch
-
         program = compile_program(self.steps, self.batch_class)
         stage = program.stages[0]
         prefix = program.pure_prefix
@@ -88,47 +87,56 @@ class Task:
     positions: np.ndarray
 
 
-# Per worker process: job token -> (compiled first stage, the job's RunState there).
-# A worker keeps one RunState per run, so in-batch parallelism uses one bounded pool.
-_prepared: OrderedDict[str, tuple[Any, RunState]] = OrderedDict()
+@dataclass(frozen=True)
+class Prepared:
+    """A job made ready in one process: its compiled first stage, how many of its steps
+    are pure (they run here) and the run state they see."""
+
+    stage: tuple[Any, ...]
+    prefix: int
+    run: RunState
+
+    @classmethod
+    def of(cls, job: Job, run: RunState) -> Prepared:
+        program = compile_program(job.steps, job.batch_class)
+        return cls(program.stages[0], program.pure_prefix, run)
 
 
-def _prepare(job: Job) -> tuple[tuple[Any, RunState], bool]:
-    """The job's compiled stage and RunState in this process, and whether they are new."""
+# Per worker process: job token -> its Prepared. A worker keeps one RunState per run,
+# so in-batch parallelism there uses one bounded pool.
+_prepared: OrderedDict[str, Prepared] = OrderedDict()
+
+
+def _prepare(job: Job) -> tuple[Prepared, bool]:
+    """The job made ready in this process, and whether that happened just now."""
     prepared = _prepared.get(job.token)
     if prepared is not None:
         return prepared, False
-    from .interpreter import compile_program
-
-    stage = compile_program(job.steps, job.batch_class).stages[0]
     run = RunState(seed=job.seed, env=Environment(), batch_class=job.batch_class, config={})
-    prepared = _prepared[job.token] = (stage, run)
+    prepared = _prepared[job.token] = Prepared.of(job, run)
     while len(_prepared) > 4:
-        _prepared.popitem(last=False)[1][1].close()
+        _prepared.popitem(last=False)[1].run.close()
     return prepared, True
 
 
-def work(job: Job, task: Task, local: tuple[Any, RunState] | None = None) -> tuple[Any, int, bool]:
+def work(job: Job, task: Task, local: Prepared | None = None) -> tuple[Any, int, bool]:
     """Load one batch and run it through the pure prefix.
 
     Return ``(batch, next_step, drew_globally)``: ``batch`` is None when an action
     skipped it; ``drew_globally`` says whether, on the first batch this worker process
     prepared for the run, a step drew from numpy's global generator (the driver warns).
-    ``local`` is the driver's compiled stage and RunState when the worker is a thread
-    of the driver's process (the driver watches the global generator itself).
+    ``local`` is the job prepared by the driver when the worker is a thread of the
+    driver's process (the driver watches the global generator itself).
     """
-    from .interpreter import run_compiled
-
     first = False
     if local is None:
         local, first = _prepare(job)
-    stage, run = local
-    ctx = BatchContext(run, task.epoch, task.iteration, in_worker=True)
+    ctx = BatchContext(local.run, task.epoch, task.iteration)
     mark = rng.global_mark() if first else None
     try:
         batch = job.dataset._batch_at(task.positions, ctx)
-        out, position = run_compiled(stage, batch, ctx, worker=True)
-        result: tuple[Any, int] = (out._with_ctx(None), position)
+        out = run_compiled(local.stage, batch, ctx, 0, local.prefix)
+        result: tuple[Any, int] = (out._with_ctx(None), local.prefix)
     except SkipBatch:
         result = (None, -1)
     return (*result, mark is not None and rng.global_moved(mark))
@@ -159,11 +167,10 @@ class ThreadExecutor(Executor):
         self._pool: ThreadPoolExecutor | None = None
 
     def open(self, job: Job, run: RunState) -> None:
-        from .interpreter import compile_program
+        from concurrent.futures import ThreadPoolExecutor
 
         self._job = job
-        self._local = (compile_program(job.steps, job.batch_class).stages[0], run)
-        from concurrent.futures import ThreadPoolExecutor
+        self._local = Prepared.of(job, run)
 
         self._pool = ThreadPoolExecutor(self.window, thread_name_prefix="fpipe-prefetch")
 

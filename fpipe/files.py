@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from .index import DatasetIndex, _analyse, _readonly, _restore_index
+from .index import DatasetIndex, _analyse, _restore_index
+from .values import readonly
 
 __all__ = ["FilesIndex"]
 
@@ -86,7 +87,7 @@ class FilesIndex(DatasetIndex):
         if sort:
             order = np.argsort(ids, kind="stable")
             ids, paths = ids[order], paths[order]
-        self._set_files(_readonly(ids), _readonly(paths))
+        self._set_files(readonly(ids), readonly(paths))
 
     def _set_files(self, ids: np.ndarray, paths: np.ndarray) -> None:
         self._set(ids, *_analyse(ids, check_unique=False))
@@ -102,8 +103,8 @@ class FilesIndex(DatasetIndex):
     def _take(self, positions: np.ndarray | slice) -> FilesIndex:
         ids, paths = self._ids[positions], self._paths[positions]
         if isinstance(positions, np.ndarray):
-            _readonly(ids)
-            _readonly(paths)
+            readonly(ids)
+            readonly(paths)
         return self._from_arrays(ids, paths)
 
     @property

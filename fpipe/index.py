@@ -22,6 +22,7 @@ from typing import Any, TypeAlias
 import numpy as np
 
 from . import rng
+from .values import readonly
 
 __all__ = ["DatasetIndex"]
 
@@ -33,11 +34,6 @@ _SPLIT_TAG = 0x5917
 _SHARE_TOL = 1e-9
 _INT64_MAX = np.iinfo(np.int64).max
 _SHOWN = 5  # how many offending ids an error message names
-
-
-def _readonly(a: np.ndarray) -> np.ndarray:
-    a.setflags(write=False)
-    return a
 
 
 def _is_frozen(a: np.ndarray) -> bool:
@@ -226,7 +222,7 @@ class DatasetIndex:
 
     def __init__(self, index: IndexLike) -> None:
         if type(index) is np.ndarray and index.dtype == np.int64 and index.ndim == 1 and len(index):
-            arr = index if _is_frozen(index) else _readonly(index.copy())  # the common case
+            arr = index if _is_frozen(index) else readonly(index.copy())  # the common case
             self._set(arr, *_analyse(arr, check_unique=True))
             return
         if isinstance(index, DatasetIndex):
@@ -245,13 +241,13 @@ class DatasetIndex:
                 r = range(int(index))  # type: ignore[arg-type]
             if len(r) == 0:
                 raise ValueError(f"index {index!r} is empty; an index needs at least one item")
-            ids = _readonly(np.arange(r.start, r.stop, r.step, dtype=np.int64))
+            ids = readonly(np.arange(r.start, r.stop, r.step, dtype=np.int64))
             is_range = r.start == 0 and r.step == 1
             self._set(ids, is_range, r.step > 0)
             return
         arr = _normalize_ids(_as_id_array(index, "index"))
         if not _is_frozen(arr):
-            arr = _readonly(arr.copy())
+            arr = readonly(arr.copy())
         self._set(arr, *_analyse(arr, check_unique=True))
 
     def _set(self, ids: np.ndarray, is_range: bool, is_sorted: bool) -> None:
@@ -273,7 +269,7 @@ class DatasetIndex:
         """A new index of the same class holding the items at unique ``positions``."""
         ids = self._ids[positions]
         if isinstance(positions, np.ndarray):
-            _readonly(ids)
+            readonly(ids)
         return self._trusted(ids)
 
     # -- immutability ------------------------------------------------------------------
@@ -360,9 +356,9 @@ class DatasetIndex:
         if s is None:
             sorter = self._sorter
             if sorter is None:
-                sorter = _readonly(np.argsort(self._ids, kind="stable"))
+                sorter = readonly(np.argsort(self._ids, kind="stable"))
                 object.__setattr__(self, "_sorter", sorter)
-            s = _readonly(self._ids[sorter])
+            s = readonly(self._ids[sorter])
             object.__setattr__(self, "_sorted_ids", s)
         return s, self._sorter
 
@@ -493,8 +489,8 @@ class DatasetIndex:
 def _restore_index(cls: type[DatasetIndex], data: Any, paths: Any) -> DatasetIndex:
     """Rebuild a pickled index (its ids were validated when it was first built)."""
     if isinstance(data, int):
-        return cls._trusted(_readonly(np.arange(data, dtype=np.int64)))
-    ids = _readonly(np.array(data))
+        return cls._trusted(readonly(np.arange(data, dtype=np.int64)))
+    ids = readonly(np.array(data))
     if paths is None:
         return cls._trusted(ids)
-    return cls._from_arrays(ids, _readonly(np.array(paths)))  # type: ignore[attr-defined]
+    return cls._from_arrays(ids, readonly(np.array(paths)))  # type: ignore[attr-defined]

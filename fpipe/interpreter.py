@@ -1,9 +1,11 @@
-"""The interpreter: compiles a pipeline's steps and runs one batch through them.
+"""The interpreter: the one place that gives the step records their meaning.
 
-Compiling turns each per-batch step into a plain function ``batch -> batch``
-specialised for the batch class, so running a batch is a tight loop of calls.
-Steps that act once per run (variables, models) are applied to the starting
-environment instead. ``rebatch`` cuts the program into stages.
+:func:`compile_program` dispatches over the closed set of steps (``match``): each
+per-batch step becomes a :class:`CompiledStep`, a plain function ``batch -> batch``
+specialised for the batch class, marked pure or effectful before anything runs;
+declarations (variables, models) build the run's starting environment
+(:func:`start_env`); ``rebatch`` cuts the program into stages.
+:func:`run_compiled` runs one batch through a stage.
 
 >>> import numpy as np
 >>> from fpipe import Batch, Pipeline, action
@@ -11,76 +13,173 @@ environment instead. ``rebatch`` cuts the program into stages.
 ...     @action
 ...     def inc(self):
 ...         return self.replace(data=self.data + 1)
->>> program = compile_program((Pipeline().inc().inc())._steps, B)
->>> len(program.stages[0])
-2
+...     @action(effects=True)
+...     def log(self):
+...         return self
+>>> program = compile_program(Pipeline().inc().log().inc().steps, B)
+>>> [s.effectful for s in program.stages[0]], program.pure_prefix
+([False, True, False], 1)
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .actions import check_result, explain_readonly
+from .actions import ActionDefinition, check_result, explain_readonly, mentions_env
 from .batch import Batch, SkipBatch
+from .dataset import Dataset
 from .env import Environment
-from .errors import ActionError, PipelineDefinitionError
-from .runstate import NeedsDriver
-from .steps import ActionStep, ApplyStep, Join, Maybe, Rebatch, Step
+from .errors import ActionError, ModelError, PipelineDefinitionError
+from .runstate import BatchContext, RunState
+from .steps import (
+    ActionStep,
+    ApplyStep,
+    ImportModel,
+    InitModel,
+    InitVariable,
+    Join,
+    Maybe,
+    Merge,
+    Rebatch,
+    Step,
+    UpdateVariable,
+    action_definition,
+)
 
 if TYPE_CHECKING:
-    from .runstate import BatchContext
+    from .pipeline import Pipeline
 
-__all__ = ["CompiledStep", "Program", "compile_program", "compile_steps", "run_compiled"]
+__all__ = [
+    "CompiledStep",
+    "Program",
+    "compile_program",
+    "compile_steps",
+    "run_compiled",
+    "start_env",
+    "step_error",
+]
+
+BatchFn = Callable[[Batch], Batch]
 
 
 class CompiledStep:
-    """One per-batch step, ready to call."""
+    """One per-batch step, ready to call; ``effectful`` steps run on the driver, in order."""
 
-    __slots__ = ("fn", "label", "needs_env", "path")
+    __slots__ = ("effectful", "fn", "label", "path")
 
-    def __init__(self, fn: Any, path: tuple[int, ...], label: str, needs_env: bool) -> None:
+    def __init__(self, fn: BatchFn, path: tuple[int, ...], label: str, effectful: bool) -> None:
         self.fn = fn
         self.path = path
         self.label = label
-        self.needs_env = needs_env
+        self.effectful = effectful
 
     def __repr__(self) -> str:
-        return f"<step {'.'.join(map(str, self.path))} {self.label}>"
+        kind = "effectful" if self.effectful else "pure"
+        return f"<{kind} step {'.'.join(map(str, self.path))} {self.label}>"
 
 
 @dataclass(frozen=True)
 class Program:
-    """A compiled pipeline: its per-run steps and its per-batch stages."""
+    """A compiled pipeline: its declarations and its per-batch stages."""
 
     start_steps: tuple[Step, ...]
     stages: tuple[tuple[CompiledStep, ...], ...]
     rebatches: tuple[Rebatch, ...]
 
-    def start_env(self, previous: Environment | None = None) -> Environment:
-        env = Environment()
-        for step in self.start_steps:
-            env = step.start(env, previous)
-        return env
+    def start_env(
+        self, models: Environment | None = None, previous: Environment | None = None
+    ) -> Environment:
+        return start_env(self.start_steps, models, previous)
 
     @property
     def pure_prefix(self) -> int:
-        """How many leading steps of the first stage can run away from the driver."""
+        """How many leading steps of the first stage may run away from the driver."""
         for i, s in enumerate(self.stages[0]):
-            if s.needs_env:
+            if s.effectful:
                 return i
         return len(self.stages[0])
 
 
-def _start_steps(steps: Sequence[Step]) -> Iterator[Step]:
+def start_env(
+    steps: Sequence[Step], models: Environment | None, previous: Environment | None
+) -> Environment:
+    """The environment a run starts from: its declarations applied in order.
+
+    ``models`` is the pipeline's model environment (static and imported descriptors);
+    ``previous`` the environment of the run whose result is being run again (variables
+    declared with ``init_on_each_run=False`` carry over from it).
+    """
+    env = Environment()
+    for step in steps:
+        match step:
+            case InitVariable(name=name, init_on_each_run=fresh):
+                if previous is not None and not fresh and name in previous.variables:
+                    env = env.set_variable(name, previous.variables[name])
+                else:
+                    env = env.set_variable(name, step.value())
+            case InitModel(name=name, definition=definition, config=config):
+                if definition.mode == "static":
+                    env = replace(env, static=env.static.set(name, _held(models, "static", name)))
+                else:
+                    env = replace(env, declared=env.declared.set(name, (definition, config)))
+            case ImportModel(name=name):
+                env = replace(env, imported=env.imported.set(name, _held(models, "imported", name)))
+    return env
+
+
+def _held(models: Environment | None, table: str, name: str) -> Any:
+    held = getattr(models, table, None) or {}
+    if name not in held:
+        raise ModelError(
+            f"the pipeline declares {table} model {name!r} but holds no descriptor for it: "
+            "build pipelines with init_model()/import_model(), not by assembling steps by hand"
+        )
+    return held[name]
+
+
+def _declarations(steps: Sequence[Step]) -> Iterator[Step]:
     for s in steps:
         if not s.per_batch:
             yield s
         elif isinstance(s, Maybe):
-            yield from _start_steps(s.steps)
+            yield from _declarations(s.steps)
+
+
+def compile_step(
+    step: Step, batch_class: type, path: tuple[int, ...], extra: _Fetch | None = None
+) -> CompiledStep:
+    """Compile one per-batch step (``extra``: the joined batches an action receives)."""
+    match step:
+        case ActionStep(name=name, args=args, kwargs=kwargs):
+            d = action_definition(batch_class, name)
+            fn = _call(d.fn, args, kwargs, d.model, d.use_lock, extra)
+            effectful = d.effectful
+        case ApplyStep(fn=f, args=args, kwargs=kwargs) if isinstance(f, ActionDefinition):
+            fn = _call(f.fn, args, kwargs, f.model, f.use_lock, extra)
+            effectful = f.effectful
+        case ApplyStep(fn=f, args=args, kwargs=kwargs):
+            fn = _call(f, args, kwargs, None, None, extra)
+            effectful = mentions_env(f)
+        case UpdateVariable(name=name, value=value, mode=mode):
+            fn, effectful = _update(name, value, mode), True
+        case Maybe(steps=steps, prob=prob):
+            inner = compile_steps(steps, batch_class, path)
+            fn, effectful = _maybe(inner, prob, path), any(s.effectful for s in inner)
+        case Merge(sources=sources, merge_fn=merge_fn):
+            fn, effectful = _merge(sources, merge_fn, path), True
+        case Rebatch():
+            raise PipelineDefinitionError(
+                "rebatch cannot be used inside `pipeline @ prob`; put it in the outer pipeline"
+            )
+        case _:
+            raise TypeError(f"{type(step).__name__} is not a per-batch step")
+    if extra is not None:
+        effectful = effectful or extra.effectful
+    return CompiledStep(fn, path, step.label, effectful)
 
 
 def compile_steps(
@@ -88,33 +187,21 @@ def compile_steps(
 ) -> tuple[CompiledStep, ...]:
     """Compile per-batch ``steps`` (no rebatch) for ``batch_class``."""
     out: list[CompiledStep] = []
-    join: Join | None = None
+    join: list[Any] | None = None
     for i, step in enumerate(steps):
-        path = (*base, i)
         if not step.per_batch:
             continue
-        if isinstance(step, Rebatch):
-            raise PipelineDefinitionError(
-                "rebatch cannot be used inside `pipeline @ prob`; put it in the outer pipeline"
-            )
         if isinstance(step, Join):
-            if join is not None:
-                step = Join(join.sources + step.sources)
-            join = step
+            join = [*(join or ()), *step.sources]
             continue
-        if join is not None:
-            if not isinstance(step, (ActionStep, ApplyStep)):
-                raise PipelineDefinitionError(
-                    f"join(...) must be followed by an action that takes the joined batches, "
-                    f"not by {step.label}"
-                )
-            fn = step.compile(batch_class, path, extra=join.joined())
-            needs = step.needs_env(batch_class) or join.needs_env(batch_class)
-            join = None
-        else:
-            fn = step.compile(batch_class, path)
-            needs = step.needs_env(batch_class)
-        out.append(CompiledStep(fn, path, step.label, needs))
+        if join is not None and not isinstance(step, (ActionStep, ApplyStep)):
+            raise PipelineDefinitionError(
+                f"join(...) must be followed by an action that takes the joined batches, "
+                f"not by {step.label}"
+            )
+        fetch = _Fetch(tuple(join), (*base, i)) if join is not None else None
+        join = None
+        out.append(compile_step(step, batch_class, (*base, i), fetch))
     if join is not None:
         raise PipelineDefinitionError(
             "join(...) is the last step: follow it with the action that receives the joined "
@@ -124,7 +211,7 @@ def compile_steps(
 
 
 def compile_program(steps: Sequence[Step], batch_class: type) -> Program:
-    """Compile a whole pipeline: per-run steps, then stages split at each rebatch."""
+    """Compile a whole pipeline: declarations, then stages split at each rebatch."""
     stages: list[tuple[CompiledStep, ...]] = []
     rebatches: list[Rebatch] = []
     start = 0
@@ -134,7 +221,7 @@ def compile_program(steps: Sequence[Step], batch_class: type) -> Program:
             rebatches.append(step)
             start = i + 1
     stages.append(_stage(steps, start, len(steps), batch_class))
-    return Program(tuple(_start_steps(steps)), tuple(stages), tuple(rebatches))
+    return Program(tuple(_declarations(steps)), tuple(stages), tuple(rebatches))
 
 
 def _stage(steps: Sequence[Step], lo: int, hi: int, batch_class: type) -> tuple[CompiledStep, ...]:
@@ -145,28 +232,140 @@ def _stage(steps: Sequence[Step], lo: int, hi: int, batch_class: type) -> tuple[
     return compiled
 
 
+# -- what each kind of step does to a batch --------------------------------------------------
+def _call(
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    model: str | None,
+    lock: str | None,
+    extra: _Fetch | None = None,
+) -> BatchFn:
+    """Specialise one call ``fn(batch, [model], [joined...], *args, **kwargs)``."""
+    kw = dict(kwargs)
+    if model is None and lock is None and extra is None:
+        if not args and not kw:
+            return fn
+        if not kw:
+            if len(args) == 1:  # the common case, without tuple unpacking
+                (a0,) = args
+                return lambda b: fn(b, a0)
+            return lambda b: fn(b, *args)
+        return lambda b: fn(b, *args, **kw)
+
+    def call(b: Batch) -> Batch:
+        ctx: BatchContext = b._ctx  # type: ignore[assignment]
+        lead: tuple[Any, ...] = ()
+        if model is not None:
+            lead = (ctx.get_model_by_name(model, b),)
+        if extra is not None:
+            lead = (*lead, *extra(b))
+        if lock is None:
+            return fn(b, *lead, *args, **kw)
+        with ctx.lock(lock):
+            return fn(b, *lead, *args, **kw)
+
+    return call
+
+
+def _update(name: str, value: Any, mode: str) -> BatchFn:
+    def update(b: Batch) -> Batch:
+        v = value(b) if callable(value) else value
+        b._ctx.update_variable(name, v, mode)  # type: ignore[union-attr]
+        return b
+
+    return update
+
+
+def _maybe(inner: tuple[CompiledStep, ...], prob: float, path: tuple[int, ...]) -> BatchFn:
+    def maybe(b: Batch) -> Batch:
+        ctx = b._ctx
+        if ctx is None or ctx.coin(path) >= prob:
+            return b
+        outer = ctx.step
+        try:
+            return run_compiled(inner, b, ctx)
+        finally:
+            ctx.step = outer
+
+    return maybe
+
+
+def _merge(sources: tuple[Any, ...], merge_fn: Any, path: tuple[int, ...]) -> BatchFn:
+    key = ("merge", path)
+
+    def merge(b: Batch) -> Batch:
+        run = b._ctx.run  # type: ignore[union-attr]
+        streams = run.resources.get(key)
+        if streams is None:
+            streams = run.resources[key] = [
+                run.open_stream(src, (*path, i)) for i, src in enumerate(sources)
+            ]
+        parts = [b, *(next(s) for s in streams)]
+        merged = merge_fn(parts) if merge_fn is not None else type(b).merge(parts)
+        return check_result("merge_fn", merged)
+
+    return merge
+
+
+class _Fetch:
+    """The batches of a join's sources with the ids of the batch at hand."""
+
+    __slots__ = ("effectful", "path", "sources")
+
+    def __init__(self, sources: tuple[Any, ...], path: tuple[int, ...]) -> None:
+        self.sources = sources
+        self.path = path
+        # a pipeline source runs its own steps and environment: in batch order, on the driver
+        self.effectful = not all(isinstance(s, Dataset) for s in sources)
+
+    def __call__(self, batch: Batch) -> tuple[Batch, ...]:
+        return tuple(
+            src.create_batch(batch.indices)
+            if isinstance(src, Dataset)
+            else _joined(src, batch, (*self.path, i))
+            for i, src in enumerate(self.sources)
+        )
+
+
+def _joined(source: Pipeline, batch: Batch, key: tuple[int, ...]) -> Batch:
+    """A join source pipeline's output for the ids of ``batch`` (a run of its own)."""
+    ctx: BatchContext = batch._ctx  # type: ignore[assignment]
+    sub = ctx.run.resources.get(("join", key))
+    if sub is None:
+        dataset = source.dataset
+        program = compile_program(source.steps, dataset.batch_class)  # type: ignore[union-attr]
+        if program.rebatches:
+            raise PipelineDefinitionError("a join source cannot rebatch")
+        run = RunState(
+            seed=ctx.run.seed,
+            env=program.start_env(source.model_env, source.result_env),
+            batch_class=dataset.batch_class,  # type: ignore[union-attr]
+            config=source.config,
+        )
+        ctx.run.on_close(run.close)
+        sub = ctx.run.resources[("join", key)] = (program.stages[0], run, dataset)
+    steps, run, dataset = sub
+    sub_ctx = BatchContext(run, ctx.epoch, ctx.iteration)
+    return run_compiled(steps, dataset.create_batch(batch.indices)._with_ctx(sub_ctx), sub_ctx)
+
+
+# -- running one batch -------------------------------------------------------------------
 def run_compiled(
     steps: tuple[CompiledStep, ...],
     batch: Batch,
     ctx: BatchContext,
     start: int = 0,
-    worker: bool = False,
-) -> Any:
-    """Run ``batch`` through ``steps[start:]``.
-
-    On the driver, return the output batch. On a worker (``worker=True``), stop before
-    the first step that needs the run's environment and return ``(batch, position)``
-    so the driver can go on from there.
-    """
+    stop: int | None = None,
+) -> Batch:
+    """Run ``batch`` through ``steps[start:stop]`` and return the output batch."""
     i = start
-    n = len(steps)
+    n = len(steps) if stop is None else stop
     step = None
     try:
         while i < n:
             step = steps[i]
-            if worker and step.needs_env:
-                break
-            ctx.step = step.path
+            ctx.step = step
             ctx.batch = batch
             out = step.fn(batch)
             if out.__class__ is not batch.__class__ and not isinstance(out, Batch):
@@ -175,19 +374,17 @@ def run_compiled(
                 out = out._with_ctx(ctx)
             batch = out
             i += 1
-    except NeedsDriver:
-        if not worker:
-            raise
     except (SkipBatch, ActionError):
         raise
     except Exception as exc:
         raise step_error(step, batch, ctx, exc) from exc
     finally:
         ctx.batch = None  # else batch -> ctx -> batch: a cycle only the GC would free
-    return (batch, i) if worker else batch
+    return batch
 
 
 def step_error(step: Any, batch: Batch, ctx: BatchContext, exc: BaseException) -> ActionError:
+    """An ActionError naming the step, the batch (number, epoch, first ids) and the cause."""
     ids = np.asarray(batch.indices)
     preview = ", ".join(map(str, ids[:5].tolist())) + (", ..." if len(ids) > 5 else "")
     path = ".".join(map(str, step.path)) if step is not None else "?"

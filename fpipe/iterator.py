@@ -45,7 +45,7 @@ _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+|0x[0-9a-fA-F]+")
 def pipeline_fingerprint(pipeline: Pipeline) -> str:
     """A stable text identity of a pipeline's steps and dataset (for resumable states)."""
     ds = pipeline.dataset
-    parts = [s.label for s in pipeline._steps]
+    parts = [s.label for s in pipeline.steps]
     if ds is not None:
         parts.append(f"{ds.batch_class.__qualname__}:{len(ds)}:{_digest(ds.indices)}")
     text = _ADDRESS.sub("", "|".join(parts))
@@ -82,7 +82,7 @@ class PipelineIterator:
                 "or `dataset.p...`"
             )
         self._pipeline = pipeline
-        self._program = compile_program(pipeline._steps, dataset.batch_class)
+        self._program = compile_program(pipeline.steps, dataset.batch_class)
         if state is not None:
             if isinstance(state, dict):
                 state = IterState.from_dict(state)
@@ -96,7 +96,7 @@ class PipelineIterator:
                     "pipeline"
                 )
         start = state if state is not None else plan.initial_state()
-        env = self._program.start_env(previous=pipeline._env)
+        env = self._program.start_env(pipeline.model_env, pipeline.result_env)
         if restore is not None:
             env = replace(
                 env,
@@ -110,6 +110,7 @@ class PipelineIterator:
             batch_class=dataset.batch_class,
             config=pipeline.config,
             batch_size=plan.batch_size,
+            streams=_stream_opener(plan.batch_size),
         )
         self._engine = _Engine(
             pipeline,
@@ -158,6 +159,15 @@ class PipelineIterator:
     def env(self) -> Environment:
         """The run's environment now (variables and models)."""
         return self._engine.run.env
+
+    def get_variable(self, name: str, *default: Any) -> Any:
+        """A variable of this run, as it is now."""
+        return self._engine.run.env.get_variable(name, *default)
+
+    @property
+    def variables(self) -> dict[str, Any]:
+        """The run's variables, as they are now."""
+        return dict(self._engine.run.env.variables)
 
     def get_state(self) -> IterState:
         """Where the iteration is: resume from it to get the batches that come next."""
@@ -269,7 +279,7 @@ class _Engine:
                 if out is not None:
                     yield out
             return
-        job = Job(self.pipeline._steps, dataset.batch_class, dataset, self.plan.seed)
+        job = Job(self.pipeline.steps, dataset.batch_class, dataset, self.plan.seed)
         executor.open(job, run)
         pending: deque[tuple[tuple[int, int, int], Any]] = deque()
         try:
@@ -343,6 +353,16 @@ class _Engine:
             out = emit(whole)
             if out is not None:
                 yield out
+
+
+def _stream_opener(batch_size: int) -> Any:
+    """How a run's ``merge`` steps open their sources: an endless run of each, seeded."""
+
+    def open_stream(source: Pipeline, seed: int) -> Iterator[Batch]:
+        it = source._iterator({**source._run_args((batch_size,)), "n_epochs": None, "seed": seed})
+        return it
+
+    return open_stream
 
 
 def _bare(batch: Batch) -> Batch:

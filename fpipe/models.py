@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .batch import Batch
 from .errors import ModelError, did_you_mean
 
 __all__ = [
@@ -74,8 +75,6 @@ class ModelDefinition:
         return self._descriptor
 
     def __set_name__(self, owner: type, name: str) -> None:
-        from .batch import Batch
-
         self.owner = owner
         self.name = name
         # Batch.__init_subclass__ builds a Batch's global models: an error raised here
@@ -179,8 +178,6 @@ def definitions_of(batch_class: type) -> dict[str, ModelDefinition]:
 
 
 def _all_batch_classes() -> list[type]:
-    from .batch import Batch
-
     seen: list[type] = []
     stack = [Batch]
     while stack:

@@ -5,8 +5,10 @@ threads an :class:`~fpipe.env.Environment` through it and drops it at the end;
 what remains is the final environment (on the pipeline ``run()`` returns) and,
 for resumable iteration, an :class:`~fpipe.plan.IterState`.
 
-Inside an action, ``batch.pipeline`` is the batch's :class:`BatchContext`: it reads
-and writes variables, finds models and knows the config.
+Inside an effectful action, ``batch.pipeline`` is the batch's :class:`BatchContext`:
+it reads and writes variables, finds models and knows the config. Inside a pure one
+it is a :class:`PureView`: the config and the seed, and an error that names the action
+and the declaration to add for anything else.
 """
 
 from __future__ import annotations
@@ -14,27 +16,21 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import rng
-from .env import Environment, resolve_model
+from .env import Environment, resolve_model, update_mode
+from .errors import UndeclaredEffectError, UnknownVariableError, did_you_mean
 from .models import model_config
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from concurrent.futures import ThreadPoolExecutor
 
-__all__ = ["BatchContext", "NeedsDriver", "RunState"]
-
-
-class NeedsDriver(BaseException):
-    """Internal signal: a step touched the run's environment while running on a worker.
-
-    The worker hands the batch back as it was before that step, and the driver runs
-    the step again, in batch order. It derives from BaseException so that a user's
-    ``except Exception`` inside an action cannot swallow it.
-    """
+__all__ = ["BatchContext", "PureView", "RunState"]
 
 
 class _RunLock:
@@ -70,8 +66,10 @@ class RunState:
         batch_class: type | None,
         config: Mapping[str, Any],
         batch_size: int | None = None,
+        streams: Callable[[Any, int], Iterator[Any]] | None = None,
     ) -> None:
         self.seed = seed
+        self._streams = streams
         self.batch_class = batch_class
         self.config = config
         self.batch_size = batch_size
@@ -100,29 +98,60 @@ class RunState:
             self._env = fn(self._env)
             return self._env
 
-    def update_variable(self, name: str, value: Any, mode: str = "w") -> None:
-        """Write, append to or extend a variable of the run (see ``Environment``)."""
-        if mode not in ("a", "append", "e", "extend"):
-            self.swap(lambda env: env.update_variable(name, value, mode))
-            return
+    def _declared(self, name: str, verb: str) -> None:
+        if name not in self._env.variables:
+            known = sorted(self._env.variables)
+            raise UnknownVariableError(
+                f"cannot {verb} variable {name!r}: the pipeline never declared it (known "
+                f"variables: {known}).{did_you_mean(name, known)} Declare it first with "
+                f".init_variable({name!r}, default)."
+            )
+
+    def set_variable(self, name: str, value: Any) -> None:
+        """Set a declared variable of the run."""
         with self._mutex:
-            current = self._env.variables.get(name, None)
+            self._declared(name, "set")
+            self._env = self._env.set_variable(name, value)
+
+    def update_variable(self, name: str, value: Any, mode: str = "w") -> None:
+        """Write, append to or extend a declared variable (see ``Environment``)."""
+        mode = update_mode(mode)
+        with self._mutex:
+            self._declared(name, "update")
+            if mode == "w":
+                self._env = self._env.set_variable(name, value)
+                return
+            current = self._env.variables[name]
             own = self._growing.get(name)
             if own is None or own is not current:
                 own = list(current or [])
                 self._growing[name] = own
                 self._env = self._env.set_variable(name, own)
-            if mode in ("a", "append"):
+            if mode == "a":
                 own.append(value)
             else:
                 own.extend(value)
 
     def get_model(self, name: str, batch: Any) -> Any:
-        with self._mutex:  # a dynamic model is built once even if asked for concurrently
-            descriptor, self._env = resolve_model(
+        # A dynamic model is built once even if asked for concurrently; its factory may
+        # set variables of the run (the lock is reentrant), and they are kept.
+        with self._mutex:
+            descriptor, built = resolve_model(
                 self._env, name, batch, self.batch_class, self.config_for
             )
+            if built:
+                self._env = replace(self._env, dynamic=self._env.dynamic.set(name, descriptor))
             return descriptor
+
+    def open_stream(self, source: Any, path: tuple[int, ...]) -> Iterator[Any]:
+        """An endless stream of ``source``'s batches for a ``merge`` step at ``path``."""
+        if self._streams is None:
+            raise RuntimeError("this run cannot open source streams (no iterator gave it one)")
+        stream = self._streams(source, int(rng.derive(self.seed, *path).integers(2**62)))
+        close = getattr(stream, "close", None)
+        if close is not None:
+            self.on_close(close)
+        return stream
 
     def config_for(self, name: str, own: Mapping[str, Any] | None) -> dict[str, Any]:
         return model_config(self.config, name, own)
@@ -165,38 +194,45 @@ class RunState:
 
 
 class BatchContext:
-    """What a batch knows of its run: ``batch.pipeline`` inside an action."""
+    """What a batch knows of its run: ``batch.pipeline`` inside an effectful action."""
 
-    __slots__ = ("_rng", "_rng_step", "batch", "epoch", "in_worker", "iteration", "run", "step")
+    __slots__ = ("_rng", "_rng_step", "batch", "epoch", "iteration", "run", "step")
 
-    def __init__(self, run: RunState, epoch: int, iteration: int, in_worker: bool = False):
+    def __init__(self, run: RunState, epoch: int, iteration: int) -> None:
         self.run = run
         self.epoch = epoch
         self.iteration = iteration
-        self.in_worker = in_worker
-        self.step: tuple[int, ...] = ()
+        self.step: Any = None  # the CompiledStep now running
         self.batch: Any = None  # the input of the step now running (dynamic models see it)
         self._rng: np.random.Generator | None = None
-        self._rng_step: tuple[int, ...] | None = None
+        self._rng_step: Any = None
 
-    def view(self) -> BatchContext:
-        if self.in_worker:
-            raise NeedsDriver
+    @property
+    def path(self) -> tuple[int, ...]:
+        """The position of the running step in the pipeline (``()`` outside a step)."""
+        step = self.step
+        return step.path if step is not None else ()
+
+    def view(self) -> BatchContext | PureView:
+        """What ``batch.pipeline`` gives the running step (pure steps: a PureView)."""
+        step = self.step
+        if step is not None and not step.effectful:
+            return PureView(self)
         return self
 
     # -- randomness -----------------------------------------------------------------------
     def random(self) -> np.random.Generator:
-        if self._rng_step != self.step:
+        step = self.step
+        if self._rng_step is not step or self._rng is None:
             self._rng = rng.derive(
-                self.run.seed, rng.PURPOSE_BATCH, self.epoch, self.iteration, *self.step
+                self.run.seed, rng.PURPOSE_BATCH, self.epoch, self.iteration, *self.path
             )
-            self._rng_step = self.step
-        assert self._rng is not None
+            self._rng_step = step
         return self._rng
 
     def item_random(self, item: int) -> np.random.Generator:
         return rng.derive(
-            self.run.seed, rng.PURPOSE_ITEM, self.epoch, self.iteration, *self.step, item
+            self.run.seed, rng.PURPOSE_ITEM, self.epoch, self.iteration, *self.path, item
         )
 
     def coin(self, path: tuple[int, ...]) -> float:
@@ -220,7 +256,7 @@ class BatchContext:
         return name in self.run.env.variables
 
     def set_variable(self, name: str, value: Any) -> None:
-        self.run.swap(lambda env: env.set_variable(name, value))
+        self.run.set_variable(name, value)
 
     assign_variable = set_variable
 
@@ -233,3 +269,42 @@ class BatchContext:
     @property
     def models(self) -> dict[str, Any]:
         return self.run.env.models
+
+    def lock(self, name: str) -> Any:
+        """The run's lock ``name`` (``with batch.pipeline.lock("log"): ...``)."""
+        return self.run.lock(name)
+
+
+class PureView:
+    """``batch.pipeline`` inside a pure step: the config and seed, nothing of the run's
+    environment. Reaching for variables, models or locks stops the run with an error
+    that names the step and shows the declaration that makes it effectful."""
+
+    __slots__ = ("_ctx",)
+
+    def __init__(self, ctx: BatchContext) -> None:
+        self._ctx = ctx
+
+    @property
+    def config(self) -> Mapping[str, Any]:
+        return self._ctx.run.config
+
+    @property
+    def seed(self) -> int:
+        return self._ctx.run.seed
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_") or not hasattr(BatchContext, name):
+            raise AttributeError(f"batch.pipeline has no attribute {name!r}")
+        step = self._ctx.step
+        label = step.label if step is not None else "?"
+        action = label.split("(", 1)[0]
+        if action == "apply":
+            fix = "wrap the function: `.apply(action(effects=True)(fn), ...)`"
+        else:
+            fix = f"declare it with `@action(effects=True)` above `def {action}(self, ...)`"
+        raise UndeclaredEffectError(
+            f"step `{label}` is pure, so it may run ahead of time on a worker, but it used "
+            f"batch.pipeline.{name}: it reaches the run's environment (variables, models, "
+            f"locks). To run it on the driver, once per batch and in batch order, {fix}."
+        )

@@ -9,7 +9,9 @@ import pytest
 
 from fpipe import Batch, Dataset, Pipeline, action, rng
 from fpipe.env import Environment
-from fpipe.runstate import BatchContext, NeedsDriver, RunState
+from fpipe.errors import UndeclaredEffectError
+from fpipe.interpreter import CompiledStep
+from fpipe.runstate import BatchContext, PureView, RunState
 
 
 def run_state(**variables):
@@ -126,17 +128,37 @@ def test_the_pool_is_one_per_run_and_closed_with_the_run():
 def test_a_context_draws_from_seed_epoch_batch_and_step_only():
     run = run_state()
     ctx = BatchContext(run, epoch=1, iteration=3)
-    ctx.step = (2,)
+    ctx.step = CompiledStep(lambda b: b, (2,), "s", effectful=False)
     want = rng.derive(5, rng.PURPOSE_BATCH, 1, 3, 2).random(4)
     np.testing.assert_array_equal(ctx.random().random(4), want)
     other = BatchContext(run, epoch=1, iteration=3)
-    other.step = (3,)
+    other.step = CompiledStep(lambda b: b, (3,), "s", effectful=False)
     assert not np.array_equal(other.random().random(4), want)  # another step: another stream
 
 
-def test_a_worker_context_hands_environment_access_back_to_the_driver():
+def test_a_pure_step_sees_config_and_seed_but_no_environment():
     run = run_state(n=1)
-    ctx = BatchContext(run, epoch=0, iteration=0, in_worker=True)
-    with pytest.raises(NeedsDriver):
-        ctx.view()
-    assert BatchContext(run, epoch=0, iteration=0).view().get_variable("n") == 1
+    ctx = BatchContext(run, epoch=0, iteration=0)
+    ctx.step = CompiledStep(lambda b: b, (0,), "tally()", effectful=False)
+    view = ctx.view()
+    assert isinstance(view, PureView) and view.seed == run.seed and view.config == run.config
+    for reach in (
+        lambda: view.get_variable("n"),
+        lambda: view.update_variable("n", 2),
+        lambda: view.get_model_by_name("m"),
+        lambda: view.lock("l"),
+    ):
+        with pytest.raises(UndeclaredEffectError, match=r"tally\(\)[\s\S]*@action\(effects=True\)"):
+            reach()
+    ctx.step = CompiledStep(lambda b: b, (0,), "tally()", effectful=True)
+    assert ctx.view().get_variable("n") == 1
+
+
+def test_setting_or_updating_an_undeclared_variable_is_an_error_with_a_suggestion():
+    from fpipe import UnknownVariableError
+
+    run = run_state(loss=[])
+    for change in (lambda: run.update_variable("los", 1, "a"), lambda: run.set_variable("los", 1)):
+        with pytest.raises(UnknownVariableError, match="Did you mean 'loss'"):
+            change()
+    assert run.env.variables["loss"] == []
