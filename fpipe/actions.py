@@ -212,10 +212,25 @@ def action(
     return lambda f: ActionDefinition(f, model, use_lock, effects)
 
 
-def mentions_env(fn: Any, owner: type | None = None) -> bool:
+def mentions_env(fn: Any, owner: type | None = None, seen: set[int] | None = None) -> bool:
     """Whether ``fn``'s code (nested functions, wrapped functions and the methods an
-    ``@inbatch_parallel`` wrapper names included) uses a name in :data:`ENV_NAMES`."""
-    return any(not ENV_NAMES.isdisjoint(code.co_names) for code in _codes(fn, owner, set()))
+    ``@inbatch_parallel`` wrapper names included) uses a name in :data:`ENV_NAMES` or
+    calls an effectful action of ``owner`` by name (``self.locked()``)."""
+    seen = set() if seen is None else seen
+    for code in _codes(fn, owner, seen):
+        names = code.co_names
+        if not ENV_NAMES.isdisjoint(names):
+            return True
+        for name in names if owner is not None else ():
+            other = getattr(owner, name, None)
+            if isinstance(other, ActionDefinition) and id(other) not in seen:
+                seen.add(id(other))
+                if other.effects is not None:
+                    if other.effects:
+                        return True
+                elif other.model or other.use_lock or mentions_env(other.fn, owner, seen):
+                    return True
+    return False
 
 
 def _codes(fn: Any, owner: type | None, seen: set[int]) -> Iterator[types.CodeType]:
@@ -229,7 +244,8 @@ def _codes(fn: Any, owner: type | None, seen: set[int]) -> Iterator[types.CodeTy
         return
     code = getattr(getattr(fn, "__func__", fn), "__code__", None)
     if code is None and not isinstance(fn, types.FunctionType) and callable(fn):
-        code = getattr(getattr(type(fn), "__call__", None), "__code__", None)
+        call = vars(type(fn)).get("__call__")  # a callable object: its __call__ method
+        code = getattr(call, "__code__", None)
     if isinstance(code, types.CodeType):
         yield from _nested(code)
     wrapped = getattr(fn, "__wrapped__", None)

@@ -180,7 +180,15 @@ class PipelineValue(Declarations):
         lazy = dict(self._lazy) if self._lazy is not None else None
         return (
             _rebuild,
-            (type(self), self._steps, self._dataset, dict(self._config), lazy, self._models, self._env),
+            (
+                type(self),
+                self._steps,
+                self._dataset,
+                dict(self._config),
+                lazy,
+                self._models,
+                self._env,
+            ),
         )
 
     # -- algebra --------------------------------------------------------------------------
@@ -272,7 +280,9 @@ class PipelineValue(Declarations):
         names = set(super().__dir__())
         if self._dataset is not None:
             cls = self._dataset.batch_class
-            names.update(n for n in dir(cls) if not n.startswith("_") and callable(getattr(cls, n, None)))
+            names.update(
+                n for n in dir(cls) if not n.startswith("_") and callable(getattr(cls, n, None))
+            )
         return sorted(names)
 
     def action(self, name: str, *args: Any, **kwargs: Any) -> Any:
@@ -324,20 +334,20 @@ def _union(a: Environment, b: Environment) -> Environment:
 
 
 def _same_table(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
-    return a.keys() == b.keys() and all(a[k] is b[k] for k in a)
+    return a.keys() == b.keys() and all(values_equal(a[k], b[k]) for k in a)
 
 
 def _same_models(a: Environment, b: Environment) -> bool:
-    """Models compare by identity: two builds of one factory are two models."""
+    """Models compare as values: the same object, or equal by their own ``==`` (numpy
+    weights by contents; a Keras or torch model only to itself)."""
     return a is b or (_same_table(a.static, b.static) and _same_table(a.imported, b.imported))
 
 
 def _same_result(a: Environment | None, b: Environment | None) -> bool:
     if a is None or b is None:
         return a is b
-    return (
-        a is b
-        or values_equal(a.variables, b.variables)
+    return a is b or (
+        values_equal(a.variables, b.variables)
         and _same_table(a.dynamic, b.dynamic)
         and _same_models(a, b)
     )
@@ -367,4 +377,3 @@ def _rebuild(
     p = object.__new__(cls)
     p._set(steps, dataset, pmap(config), pmap(lazy) if lazy is not None else None, models, env)
     return p
-

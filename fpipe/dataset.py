@@ -179,7 +179,7 @@ class Dataset:
     # -- pipelines ------------------------------------------------------------------------
     def pipeline(self, config: Mapping[str, Any] | None = None) -> Pipeline:
         """A new, empty pipeline linked to this dataset."""
-        return self._pipeline_type(config) << self  # type: ignore[no-any-return]
+        return self._pipeline_type(config) << self
 
     @property
     def p(self) -> Pipeline:
@@ -194,7 +194,7 @@ class Dataset:
         """The next batch; successive calls with the same arguments continue one iteration
         (kept beside this dataset object, never in its value)."""
         p = self.p
-        return p._next_of(self, p, p._run_args((batch_size, *args), kwargs))  # type: ignore[no-any-return]
+        return p._next_of(self, p, p._run_args((batch_size, *args), kwargs))
 
     def reset(self) -> None:
         """Forget the iteration that :meth:`next_batch` continues."""

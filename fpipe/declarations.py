@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Declarations"]
 
+
 class Declarations:
     """Variables and models of a pipeline (a mixin of :class:`~fpipe.Pipeline`)."""
 
@@ -40,9 +41,11 @@ class Declarations:
     _env: Environment | None
 
     if TYPE_CHECKING:
-        batch_class: type | None
-        dataset: Dataset | None
 
+        @property
+        def batch_class(self) -> type | None: ...
+        @property
+        def dataset(self) -> Dataset | None: ...
         def _with_steps(self, *steps: Step, models: Environment | None = None) -> Any: ...
         def _new(self, **changes: Any) -> Any: ...
 
@@ -134,7 +137,9 @@ class Declarations:
         return self._new(steps=_edit_inits(self._steps, None, None)[0])
 
     # -- models ---------------------------------------------------------------------------
-    def init_model(self, name: str | ModelDefinition, config: Mapping[str, Any] | None = None) -> Any:
+    def init_model(
+        self, name: str | ModelDefinition, config: Mapping[str, Any] | None = None
+    ) -> Any:
         """Declare a model: a static one is built now, a dynamic one is configured.
 
         ``name`` is a model name, ``"BatchClass.name"`` or the ``@model`` method itself

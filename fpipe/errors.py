@@ -36,7 +36,7 @@ class UnknownActionError(PipelineDefinitionError, AttributeError):
     """
 
 
-class UndeclaredEffectError(PipelineDefinitionError):
+class UndeclaredEffectError(FpipeError):
     """A step classified pure reached the run's environment (variables, models, locks).
 
     The message names the step and shows the declaration (``@action(effects=True)``)

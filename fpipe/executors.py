@@ -18,7 +18,7 @@ import pickle
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +56,7 @@ class Job:
     batch_class: type
     dataset: Any
     seed: int
+    config: Mapping[str, Any] = field(default_factory=dict)  # what pure steps may read
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def for_workers(self) -> Job:
@@ -112,7 +113,7 @@ def _prepare(job: Job) -> tuple[Prepared, bool]:
     prepared = _prepared.get(job.token)
     if prepared is not None:
         return prepared, False
-    run = RunState(seed=job.seed, env=Environment(), batch_class=job.batch_class, config={})
+    run = RunState(seed=job.seed, env=Environment(), batch_class=job.batch_class, config=job.config)
     prepared = _prepared[job.token] = Prepared.of(job, run)
     while len(_prepared) > 4:
         _prepared.popitem(last=False)[1].run.close()

@@ -334,13 +334,14 @@ def _joined(source: Pipeline, batch: Batch, key: tuple[int, ...]) -> Batch:
     sub = ctx.run.resources.get(("join", key))
     if sub is None:
         dataset = source.dataset
-        program = compile_program(source.steps, dataset.batch_class)  # type: ignore[union-attr]
+        assert dataset is not None  # join() takes linked pipelines only
+        program = compile_program(source.steps, dataset.batch_class)
         if program.rebatches:
             raise PipelineDefinitionError("a join source cannot rebatch")
         run = RunState(
             seed=ctx.run.seed,
             env=program.start_env(source.model_env, source.result_env),
-            batch_class=dataset.batch_class,  # type: ignore[union-attr]
+            batch_class=dataset.batch_class,
             config=source.config,
         )
         ctx.run.on_close(run.close)
@@ -368,6 +369,8 @@ def run_compiled(
             ctx.step = step
             ctx.batch = batch
             out = step.fn(batch)
+            if ctx.violation is not None:  # a pure step reached the environment and
+                raise ctx.violation  # caught the error itself: the run stops all the same
             if out.__class__ is not batch.__class__ and not isinstance(out, Batch):
                 check_result(step.label, out)
             if out._ctx is not ctx:
@@ -380,6 +383,7 @@ def run_compiled(
         raise step_error(step, batch, ctx, exc) from exc
     finally:
         ctx.batch = None  # else batch -> ctx -> batch: a cycle only the GC would free
+        ctx.step = None  # an output batch's `.pipeline` is the run's, whatever ran last
     return batch
 
 

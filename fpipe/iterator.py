@@ -279,7 +279,9 @@ class _Engine:
                 if out is not None:
                     yield out
             return
-        job = Job(self.pipeline.steps, dataset.batch_class, dataset, self.plan.seed)
+        job = Job(
+            self.pipeline.steps, dataset.batch_class, dataset, self.plan.seed, self.run.config
+        )
         executor.open(job, run)
         pending: deque[tuple[tuple[int, int, int], Any]] = deque()
         try:

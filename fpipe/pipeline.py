@@ -68,8 +68,11 @@ class _Default:
         return repr(self.value)
 
 
-def _d(value: Any) -> Any:
-    return _Default(value)
+# Defaults as module-level singletons: a given argument is anything that is not one.
+_FALSE: Any = _Default(False)
+_ONE: Any = _Default(1)
+_ZERO: Any = _Default(0)
+_NONE: Any = _Default(None)
 
 
 class Pipeline(PipelineValue):
@@ -143,14 +146,14 @@ class Pipeline(PipelineValue):
     def iterate(
         self,
         batch_size: int | None = None,
-        shuffle: Any = _d(False),
-        n_epochs: int | None = _d(1),
-        n_iters: int | None = _d(None),
-        drop_last: bool = _d(False),
-        prefetch: int = _d(0),
+        shuffle: Any = _FALSE,
+        n_epochs: int | None = _ONE,
+        n_iters: int | None = _NONE,
+        drop_last: bool = _FALSE,
+        prefetch: int = _ZERO,
         *,
-        seed: Any = _d(None),
-        executor: Any = _d(None),
+        seed: Any = _NONE,
+        executor: Any = _NONE,
         state: IterState | Mapping[str, Any] | None = None,
     ) -> PipelineIterator:
         """An iterator over this pipeline's output batches; it can report a resumable state.
@@ -167,14 +170,14 @@ class Pipeline(PipelineValue):
     def gen_batch(
         self,
         batch_size: int | None = None,
-        shuffle: Any = _d(False),
-        n_epochs: int | None = _d(1),
-        n_iters: int | None = _d(None),
-        drop_last: bool = _d(False),
-        prefetch: int = _d(0),
+        shuffle: Any = _FALSE,
+        n_epochs: int | None = _ONE,
+        n_iters: int | None = _NONE,
+        drop_last: bool = _FALSE,
+        prefetch: int = _ZERO,
         *,
-        seed: Any = _d(None),
-        executor: Any = _d(None),
+        seed: Any = _NONE,
+        executor: Any = _NONE,
     ) -> Iterator[Batch]:
         """Iterate over output batches (the arguments of :meth:`iterate`)."""
         args = (batch_size, shuffle, n_epochs, n_iters, drop_last, prefetch)
@@ -183,14 +186,14 @@ class Pipeline(PipelineValue):
     def next_batch(
         self,
         batch_size: int | None = None,
-        shuffle: Any = _d(False),
-        n_epochs: int | None = _d(1),
-        n_iters: int | None = _d(None),
-        drop_last: bool = _d(False),
-        prefetch: int = _d(0),
+        shuffle: Any = _FALSE,
+        n_epochs: int | None = _ONE,
+        n_iters: int | None = _NONE,
+        drop_last: bool = _FALSE,
+        prefetch: int = _ZERO,
         *,
-        seed: Any = _d(None),
-        executor: Any = _d(None),
+        seed: Any = _NONE,
+        executor: Any = _NONE,
     ) -> Batch:
         """The next output batch; successive calls with the same arguments continue one
         iteration (the arguments of :meth:`iterate`).
@@ -223,14 +226,14 @@ class Pipeline(PipelineValue):
     def run(
         self,
         batch_size: int | None = None,
-        shuffle: Any = _d(False),
-        n_epochs: int | None = _d(1),
-        n_iters: int | None = _d(None),
-        drop_last: bool = _d(False),
-        prefetch: int = _d(0),
+        shuffle: Any = _FALSE,
+        n_epochs: int | None = _ONE,
+        n_iters: int | None = _NONE,
+        drop_last: bool = _FALSE,
+        prefetch: int = _ZERO,
         *,
-        seed: Any = _d(None),
-        executor: Any = _d(None),
+        seed: Any = _NONE,
+        executor: Any = _NONE,
         lazy: bool = False,
         checkpoint: Checkpoint | None = None,
     ) -> Pipeline:

@@ -196,10 +196,11 @@ class RunState:
 class BatchContext:
     """What a batch knows of its run: ``batch.pipeline`` inside an effectful action."""
 
-    __slots__ = ("_rng", "_rng_step", "batch", "epoch", "iteration", "run", "step")
+    __slots__ = ("_rng", "_rng_step", "batch", "epoch", "iteration", "run", "step", "violation")
 
     def __init__(self, run: RunState, epoch: int, iteration: int) -> None:
         self.run = run
+        self.violation: UndeclaredEffectError | None = None  # see PureView
         self.epoch = epoch
         self.iteration = iteration
         self.step: Any = None  # the CompiledStep now running
@@ -300,11 +301,14 @@ class PureView:
         label = step.label if step is not None else "?"
         action = label.split("(", 1)[0]
         if action == "apply":
-            fix = "wrap the function: `.apply(action(effects=True)(fn), ...)`"
+            fix = "declare the function: `.apply(action(effects=True)(fn), ...)`"
         else:
             fix = f"declare it with `@action(effects=True)` above `def {action}(self, ...)`"
-        raise UndeclaredEffectError(
+        error = UndeclaredEffectError(
             f"step `{label}` is pure, so it may run ahead of time on a worker, but it used "
             f"batch.pipeline.{name}: it reaches the run's environment (variables, models, "
-            f"locks). To run it on the driver, once per batch and in batch order, {fix}."
+            f"locks). To run it on the driver, once per batch and in batch order, {fix} "
+            "(if it says effects=False, make that effects=True)."
         )
+        self._ctx.violation = error  # raised after the step even if the action catches it
+        raise error

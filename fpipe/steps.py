@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from pyrsistent import PMap, pmap
+from pyrsistent import pmap
 
 from .actions import ActionDefinition
 from .env import update_mode
@@ -44,6 +44,7 @@ __all__ = [
     "UpdateVariable",
     "action_definition",
 ]
+
 
 def _fmt_args(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
     def short(v: Any) -> str:
@@ -115,7 +116,7 @@ class ActionStep(Step):
 
     name: str
     args: tuple[Any, ...] = ()
-    kwargs: PMap = field(default_factory=pmap)
+    kwargs: Mapping[str, Any] = field(default_factory=pmap)
 
     def __post_init__(self) -> None:
         _freeze_call(self)
@@ -134,7 +135,7 @@ class ApplyStep(Step):
 
     fn: Callable[..., Any]
     args: tuple[Any, ...] = ()
-    kwargs: PMap = field(default_factory=pmap)
+    kwargs: Mapping[str, Any] = field(default_factory=pmap)
 
     def __post_init__(self) -> None:
         _freeze_call(self)
@@ -175,7 +176,7 @@ class InitModel(Step):
 
     name: str
     definition: ModelDefinition
-    config: PMap = field(default_factory=pmap)
+    config: Mapping[str, Any] = field(default_factory=pmap)
     per_batch = False
 
     def __post_init__(self) -> None:

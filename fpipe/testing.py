@@ -154,7 +154,8 @@ def local_dask_client(n_workers: int = 2) -> Iterator[Any]:
             threads_per_worker=1,
             processes=True,
             host="127.0.0.1",
-            dashboard_address=None,
+            scheduler_port=0,
+            dashboard_address="127.0.0.1:0",  # None still binds 8787; ask for a free port
         ) as cluster,
         distributed.Client(cluster) as client,
     ):

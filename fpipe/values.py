@@ -21,6 +21,10 @@ True
 
 :func:`values_equal` and :func:`value_hash` compare such values structurally
 (arrays by dtype, shape and contents, NaN equal to NaN).
+
+Batch components are taken rather than copied (:func:`own`): an array that owns its
+memory is made read-only in place, and only a view of memory that someone else can still
+write is copied; :func:`freeze_objects` freezes the items of an object array.
 """
 
 from __future__ import annotations
@@ -56,7 +60,7 @@ def _refuse(self: Any, *args: Any, **kwargs: Any) -> NoReturn:
     )
 
 
-class FrozenList(list):  # type: ignore[type-arg]
+class FrozenList(list):
     """A list that refuses in-place changes (numpy and ``isinstance`` still see a list)."""
 
     __slots__ = ()
@@ -76,7 +80,7 @@ class FrozenList(list):  # type: ignore[type-arg]
         return self
 
 
-class FrozenDict(dict):  # type: ignore[type-arg]
+class FrozenDict(dict):
     """A dict that refuses in-place changes."""
 
     __slots__ = ()
@@ -181,9 +185,7 @@ def values_equal(a: Any, b: Any) -> bool:
     if a is b:
         return True
     if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        return (
-            isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and arrays_equal(a, b)
-        )
+        return isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and arrays_equal(a, b)
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
         if isinstance(a, tuple) != isinstance(b, tuple):
             return False
@@ -249,69 +251,59 @@ def own(arr: np.ndarray) -> np.ndarray:
     Writing through a ``memoryview`` or raw pointer taken before the call is not
     prevented (numpy cannot tell that such exports exist).
     """
-    if arr.base is None:
-        return readonly(arr)
-    if not arr.flags.writeable:
-        base = arr.base
-        if not (isinstance(base, np.ndarray) and base.flags.writeable):
-            return arr  # nobody can write this memory through numpy
-        del base  # ``_private_base`` counts the references to it
-    private = _private_base(arr)
-    if private is None:
-        return readonly(arr.copy())
-    readonly(private)
-    return readonly(arr)
+    base = arr.base
+    if base is None:
+        arr.setflags(False)  # type: ignore[call-arg]
+        return arr
+    # Is ``base`` a fresh temporary that only ``arr`` refers to? See the comment below.
+    if (
+        base.__class__ is np.ndarray
+        and base.base is None
+        and _getrefcount(base) <= _PRIVATE_REFS
+        and not _getweakrefcount(base)
+    ):
+        base.setflags(False)  # type: ignore[call-arg]
+        arr.setflags(False)  # type: ignore[call-arg]
+        return arr
+    if not arr.flags.writeable and not (isinstance(base, np.ndarray) and base.flags.writeable):
+        return arr  # nobody can write this memory through numpy
+    return readonly(arr.copy())
 
 
 # Whether a view's base is a fresh temporary is read from CPython's reference counts. A
 # base that nothing but the view refers to is referred to exactly three times while
-# ``_private_base`` looks at it: by the view (its ``base`` pointer), by the local name
-# ``base`` and by the argument of ``getrefcount``. Any other holder (a name in the caller's
-# frame, a container, another view of the same memory: numpy points every view at the
-# array that owns the memory) adds one. Weak references are not counted, so a base with
-# any is treated as held. The count for a private base is measured below, when this module
-# is imported, with a function laid out like ``_private_base``, and checked on a fresh and
-# on a held array: on an interpreter without ``getrefcount`` (PyPy) or whose counts do not
-# behave as described, ``_PRIVATE_REFS`` stays -1 and every view is copied.
-_getrefcount = getattr(sys, "getrefcount", None)
+# ``own`` counts: by the view (its ``base`` pointer), by the local name ``base`` and by
+# the argument of ``getrefcount``. Any other holder (a name in some frame, a container,
+# another view of the same memory: numpy points every view at the array that owns the
+# memory) adds one. Weak references are not counted, so a base with any is treated as
+# held. The count for a private base is measured when this module is imported, with a
+# function laid out like ``own`` (``_base_refcount``), and ``own`` is then checked on a
+# fresh and on a held array: on an interpreter without ``getrefcount`` (PyPy) or whose
+# counts do not behave as described, ``_PRIVATE_REFS`` is -1 and every such view is copied.
+_getrefcount: Any = getattr(sys, "getrefcount", lambda obj: sys.maxsize)
 _getweakrefcount = weakref.getweakrefcount
 _PRIVATE_REFS = -1
 
 
-def _private_base(arr: np.ndarray) -> np.ndarray | None:
-    """``arr``'s base array if nothing else refers to it (see the comment above), else None."""
-    base = arr.base
-    if (
-        base.__class__ is np.ndarray
-        and base.base is None
-        and _getrefcount is not None
-        and _getrefcount(base) <= _PRIVATE_REFS
-        and not _getweakrefcount(base)
-    ):
-        return base
-    return None
-
-
 def _base_refcount(arr: np.ndarray) -> int:
     base = arr.base
-    return _getrefcount(base)  # type: ignore[misc]  # only called when it exists
+    return int(_getrefcount(base))
 
 
-def _calibrate() -> int:
-    if _getrefcount is None:
-        return -1
+def _calibrated() -> int:
+    global _PRIVATE_REFS
     fresh = _base_refcount(np.empty(2)[:1])
     held = np.empty(2)
     if _base_refcount(held[:1]) != fresh + 1:
         return -1
+    _PRIVATE_REFS = fresh
+    view = np.empty(2)[:1]
+    if own(view) is not view or own(held[:1]).base is held or not held.flags.writeable:
+        return -1  # pragma: no cover  # counts that do not behave: always copy
     return fresh
 
 
-_PRIVATE_REFS = _calibrate()
-_held_probe = np.empty(2)
-if _private_base(np.empty(2)[:1]) is None or _private_base(_held_probe[:1]) is not None:
-    _PRIVATE_REFS = -1  # pragma: no cover  # counts that do not behave: always copy
-del _held_probe
+_PRIVATE_REFS = _calibrated()
 
 
 def freeze_objects(arr: np.ndarray) -> np.ndarray:

@@ -57,8 +57,8 @@ class PTBatch(Batch):
         return self
 
     @action
-    def pure_calls_locked(self):
-        """A pure step (it runs on prefetch workers) that takes the run's lock by hand."""
+    def calls_locked(self):
+        """An action that calls a locked one by hand: effectful by inference."""
         return self.locked()
 
     @action
@@ -92,7 +92,7 @@ operations = st.lists(
 @given(operations, sizes)
 def test_static_factory_runs_once_for_any_derived_pipelines_and_runs(ops, n):
     before = CALLS["pt_static"]
-    template = Pipeline().init_variable("static_ids", []).init_model("pt_static")
+    template = Pipeline().init_variable("static_ids", []).init_variable("tags", []).init_model("pt_static")
     assert CALLS["pt_static"] == before + 1
     descriptor = template.get_model_by_name("pt_static")
     current, seen = template, [template]
@@ -121,7 +121,7 @@ def test_static_factory_runs_once_for_any_derived_pipelines_and_runs(ops, n):
 @given(sizes, st.integers(1, 10), prefetches, st.integers(1, 3), st.integers(1, 3))
 def test_dynamic_factory_runs_exactly_once_per_run(n, batch_size, prefetch, n_epochs, uses):
     batch_size = min(batch_size, n)
-    p = dataset(n).p.tag("x")
+    p = dataset(n).p.init_variable("tags", []).tag("x")
     for _ in range(uses):
         p = p.use_dynamic()
     before = CALLS["pt_dynamic"]
@@ -160,7 +160,7 @@ def test_import_never_builds(n, batch_size, prefetch, from_static):
     st.integers(4, 40),
     st.integers(1, 8),
     st.integers(1, 4),
-    st.sampled_from(["locked", "pure_calls_locked", "per_item_locked"]),
+    st.sampled_from(["locked", "calls_locked", "per_item_locked"]),
 )
 def test_locked_action_never_runs_in_two_batches_at_once(n, batch_size, prefetch, how):
     PTBatch.active = PTBatch.peak = 0

@@ -17,7 +17,7 @@ from hypothesis.stateful import (
 )
 
 from fpipe import Batch, Dataset, Pipeline, action
-from fpipe.errors import PipelineDefinitionError
+from fpipe.errors import ActionError, PipelineDefinitionError, UnknownVariableError
 from fpipe.steps import ActionStep, InitVariable, Maybe, UpdateVariable
 
 
@@ -114,6 +114,17 @@ def apply_by_hand(ref, data, variables):
         elif kind == "maybe" and step[1] == 1.0:
             data = apply_by_hand(step[2], data, variables)
     return data
+
+
+def reached_updates(ref):
+    """The variables a run of ``ref`` writes to (steps under ``@ 0.0`` never run)."""
+    names = set()
+    for step in ref:
+        if step[0] in ("record", "update_variable"):
+            names.add(step[1])
+        elif step[0] == "maybe" and step[1] == 1.0:
+            names |= reached_updates(step[2])
+    return names
 
 
 def edit_inits(ref, name, value=None, drop=False):
@@ -284,6 +295,12 @@ class PipelineMachine(RuleBasedStateMachine):
             ds = e.dataset
         batch_size = min(batch_size, len(ds))
         variables = start_variables(e.ref, carry)
+        undeclared = reached_updates(e.ref) - set(variables)
+        if undeclared:  # writing to a variable never declared stops the run at once
+            with pytest.raises(ActionError, match="never declared") as info:
+                p.run(batch_size, prefetch=prefetch)
+            assert isinstance(info.value.__cause__, UnknownVariableError)
+            return self.keep(e)
         data = ds.preloaded["data"]
         seen = []
         with p.iterate(
@@ -301,9 +318,22 @@ class PipelineMachine(RuleBasedStateMachine):
         per_epoch = [sorted(seen[k * kept : (k + 1) * kept]) for k in range(n_epochs)]
         assert all(len(set(ids)) == kept for ids in per_epoch)
         assert result.variables == variables
-        assert result == p
+        assert result.steps == p.steps
+        if p.result_env is None:
+            assert result != p  # a result compares by what it holds: not its definition
         assert as_reference(result.steps) == e.ref
         return self.keep(Entry(result, e.ref, ds, carry=variables))
+
+    @rule(e=pipes, batch_size=st.integers(1, 4), prefetch=st.integers(0, 2))
+    def next_batch_leaves_the_pipeline_as_it_was(self, e, batch_size, prefetch):
+        if e.dataset is None:
+            return
+        before = e.pipeline.variables
+        try:
+            e.pipeline.next_batch(min(batch_size, len(e.dataset)), prefetch=prefetch)
+        except (ActionError, StopIteration):
+            e.pipeline.reset()
+        assert e.pipeline.variables == before  # the invariants below check the rest
 
     @invariant()
     def steps_match_the_reference(self):

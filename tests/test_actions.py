@@ -8,11 +8,26 @@ import threading
 import numpy as np
 import pytest
 
-from fpipe import ActionError, Batch, Dataset, FpipeError, Pipeline, SkipBatch, action, model
-from fpipe.actions import ActionDefinition
+from fpipe import (
+    ActionError,
+    Batch,
+    Dataset,
+    FpipeError,
+    Pipeline,
+    SkipBatch,
+    UndeclaredEffectError,
+    action,
+    inbatch_parallel,
+    model,
+)
+from fpipe.actions import ActionDefinition, mentions_env
+from fpipe.interpreter import compile_program
 
 ACTIVE = {"now": 0, "max": 0}
 ACTIVE_LOCK = threading.Lock()
+# batch id -> how many times the body of ActNums.sneaky ran for it
+SNEAKY_CALLS: dict[int, int] = {}
+SNEAKY_LOCK = threading.Lock()
 
 
 class ActNums(Batch):
@@ -89,6 +104,88 @@ class ActNums(Batch):
     def use_model(self, m, k):
         return self.replace(data=self.data * m["w"] + k)
 
+    # -- effect classification ------------------------------------------------------------
+    @action
+    def reads_variable(self):
+        return self.replace(data=self.data + self.pipeline.get_variable("k"))
+
+    @action
+    def finds_model(self):
+        m = self.get_model_by_name("ta_model")
+        return self.replace(data=self.data * m["w"])
+
+    @action
+    def nested_reach(self):
+        def total():
+            return sum(self.pipeline.get_variable("log"))
+
+        return self.replace(data=self.data + total())
+
+    @action
+    def nested_pure(self):
+        def twice(x):
+            return x * 2
+
+        return self.replace(data=twice(self.data))
+
+    @action(effects=True)
+    def declared_effectful(self):
+        return self
+
+    @action(effects=False)
+    def declared_pure(self):
+        if False:  # only mentions the name: declared pure wins
+            self.pipeline.get_variable("k")
+        return self
+
+    @action(use_lock="ta_lock")
+    def lock_only(self):
+        return self
+
+    @action
+    @inbatch_parallel(init="indices", post="_log_results", target="threads")
+    def parallel_post_reaches(self, item_id):
+        return item_id * 2
+
+    @action
+    @inbatch_parallel(init="_ids_from_env", post="_plain_post", target="for")
+    def parallel_init_reaches(self, item_id):
+        return item_id
+
+    @action
+    @inbatch_parallel(init="indices", post="_plain_post", target="threads")
+    def parallel_pure(self, item_id):
+        return item_id + 1
+
+    @action
+    @inbatch_parallel(init="indices", post="_plain_post", target="threads")
+    def parallel_item_reaches(self, item_id):
+        with self.pipeline.lock("ta_items"):
+            return item_id
+
+    def _log_results(self, results):
+        self.pipeline.update_variable("log", results, mode="e")
+        return self.replace(data=np.array(results, dtype=float))
+
+    def _ids_from_env(self):
+        return self.pipeline.get_variable("ids")
+
+    def _plain_post(self, results):
+        return self.replace(data=np.array(results, dtype=float))
+
+    @action
+    def sneaky(self):
+        """Reaches the variables only through a helper: fpipe classifies it pure."""
+        key = int(self.indices[0])
+        with SNEAKY_LOCK:
+            SNEAKY_CALLS[key] = SNEAKY_CALLS.get(key, 0) + 1
+        return _ta_count_hit(self)
+
+
+def _ta_count_hit(batch):
+    batch.pipeline.update_variable("hits", int(batch.indices[0]), mode="a")
+    return batch
+
 
 def ds(n=4):
     return Dataset(n, ActNums, preloaded=np.arange(float(n)))
@@ -107,11 +204,12 @@ def test_action_forms_make_action_definitions():
     assert isinstance(ActNums.__dict__["double"], ActionDefinition)
     assert isinstance(ActNums.__dict__["add"], ActionDefinition)
     locked = ActNums.__dict__["locked_ok"]
-    assert locked.use_lock == "ta_lock" and locked.model is None and locked.needs_env
+    assert locked.use_lock == "ta_lock" and locked.model is None and locked.effectful
     modelled = ActNums.__dict__["use_model"]
-    assert modelled.model == "ta_model" and modelled.use_lock is None and modelled.needs_env
-    assert not ActNums.__dict__["double"].needs_env
+    assert modelled.model == "ta_model" and modelled.use_lock is None and modelled.effectful
+    assert not ActNums.__dict__["double"].effectful
     assert ActNums.__dict__["double"].qualname == "ActNums.double"
+    assert ActNums.__dict__["double"].effects is None  # not declared: inferred
 
 
 def test_action_repr_shows_its_options():
@@ -142,6 +240,8 @@ def test_action_model_may_be_given_by_an_object_with_a_name():
         (lambda: action(3), "@action decorates a function, not int"),
         (lambda: action(use_lock=3)(lambda b: b), r"use_lock=\.\.\.\) takes a lock name"),
         (lambda: action(model=3)(lambda b: b), r"model=\.\.\.\) takes the model's name"),
+        (lambda: action(effects="yes")(lambda b: b), r"effects=\.\.\.\) takes True or False"),
+        (lambda: action(effects=1)(lambda b: b), r"effects=\.\.\.\) takes True or False"),
     ],
 )
 def test_bad_action_arguments_are_errors(make, match):
@@ -249,8 +349,8 @@ def test_lock_is_held_during_a_locked_action():
 
 @pytest.mark.timeout(60)
 def test_lock_is_released_after_a_locked_action_raises():
-    p = Pipeline().init_variable("held", []).recover_then_lock() << ds()
-    res = p.run(2)
+    p = Pipeline().init_variable("held", []).init_variable("held_after_fail", None)
+    res = (p.recover_then_lock() << ds()).run(2)
     assert res.get_variable("held_after_fail") is False
     assert res.get_variable("held") == [True, True]
 
@@ -341,3 +441,127 @@ def test_failing_action_under_prefetch_names_the_right_batch():
     assert info.value.batch_position == 3
     assert info.value.batch_indices.tolist() == [6, 7]
     assert isinstance(info.value.__cause__, LookupError)
+
+
+# -- effects: declared or inferred, known before anything runs ---------------------------------
+def _plain(b):
+    return b
+
+
+def _reaches(b):
+    b.pipeline.update_variable("log", 1, mode="a")
+    return b
+
+
+def test_declared_effects_win_over_inference():
+    assert action(effects=True)(_plain).effectful
+    assert not action(effects=False)(_reaches).effectful
+    assert not action(_plain).effectful and action(_reaches).effectful  # inferred
+    assert ActNums.declared_effectful.effectful and ActNums.declared_effectful.effects is True
+    assert not ActNums.declared_pure.effectful and ActNums.declared_pure.effects is False
+
+
+def test_model_or_lock_makes_an_action_effectful_whatever_its_code():
+    assert action(model="ta_model")(lambda b, m: b).effectful
+    assert action(use_lock="l")(_plain).effectful
+    assert action(effects=True, use_lock="l")(_plain).effectful
+    assert ActNums.lock_only.effectful and ActNums.use_model.effectful
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"model": "ta_model"}, {"use_lock": "ta_lock"}, {"model": "ta_model", "use_lock": "l"}],
+)
+def test_effects_false_with_a_model_or_a_lock_is_a_contradiction(options):
+    with pytest.raises(
+        TypeError, match=r"effects=False\) on '_plain' contradicts model=/use_lock="
+    ):
+        action(effects=False, **options)(_plain)
+
+
+@pytest.mark.parametrize(
+    ("name", "effectful"),
+    [
+        ("double", False),
+        ("add", False),
+        ("reads_variable", True),  # self.pipeline...
+        ("finds_model", True),  # self.get_model_by_name(...)
+        ("nested_reach", True),  # inside a nested function
+        ("nested_pure", False),
+        ("locked_ok", True),
+        ("recover_then_lock", True),
+        ("parallel_post_reaches", True),  # its post method, named by a string
+        ("parallel_init_reaches", True),  # its init method, named by a string
+        ("parallel_item_reaches", True),  # the per-item method it wraps
+        ("parallel_pure", False),  # wrapper, method and post: none reaches the environment
+        ("sneaky", False),  # the helper it calls is out of sight
+    ],
+)
+def test_effects_are_inferred_from_the_code(name, effectful):
+    definition = ActNums.__dict__[name]
+    assert definition.effects is None
+    assert definition.effectful is effectful
+    prog = compile_program(getattr(Pipeline(), name)().steps, ActNums)
+    assert prog.stages[0][0].effectful is effectful
+    assert prog.pure_prefix == (0 if effectful else 1)
+
+
+def test_mentions_env_reads_nested_code_wrapped_functions_and_partials():
+    import functools
+
+    def outer(b):
+        return (lambda: b.pipeline)()
+
+    def uses_model(b):
+        return b.get_model_by_name("m")
+
+    @functools.wraps(_reaches)
+    def wrapper(b):
+        return b
+
+    assert mentions_env(outer) and mentions_env(uses_model) and mentions_env(wrapper)
+    assert mentions_env(functools.partial(_reaches, k=1)) is True
+    assert not mentions_env(_plain) and not mentions_env(functools.partial(_plain))
+
+
+def test_a_pickled_action_keeps_its_declared_effects():
+    back = pickle.loads(pickle.dumps(action(effects=True)(_plain)))
+    assert back.effects is True and back.effectful
+    back = pickle.loads(pickle.dumps(action(effects=False)(_reaches)))
+    assert back.effects is False and not back.effectful
+
+
+def test_an_inferred_effectful_action_runs_on_the_driver_with_prefetch():
+    p = Pipeline().init_variable("k", 10.0).double().reads_variable() << ds(6)
+    assert [b.data.tolist() for b in p.gen_batch(2, prefetch=3)] == out(p)
+    assert out(p) == [[10.0, 12.0], [14.0, 16.0], [18.0, 20.0]]
+
+
+@pytest.mark.parametrize("prefetch", [0, 8])
+@pytest.mark.timeout(60)
+def test_an_action_reaching_variables_through_a_hidden_helper_is_stopped_once(prefetch):
+    SNEAKY_CALLS.clear()
+    p = Pipeline().init_variable("hits", []).double().sneaky().double() << ds(16)
+    with p.iterate(2, prefetch=prefetch) as it:
+        with pytest.raises(ActionError, match=r"^step 2 `sneaky\(\)` failed on batch #0") as info:
+            list(it)
+        assert it.get_variable("hits") == []  # it reached nothing
+    cause = info.value.__cause__
+    assert isinstance(cause, UndeclaredEffectError)
+    msg = str(cause)
+    assert "`sneaky()` is pure" in msg and "batch.pipeline.update_variable" in msg
+    assert "declare it with `@action(effects=True)` above `def sneaky(self, ...)`" in msg
+    assert SNEAKY_CALLS[0] == 1  # the failing batch ran it once, never again on the driver
+    assert set(SNEAKY_CALLS.values()) == {1}  # batches prepared ahead: once each too
+    assert prefetch or set(SNEAKY_CALLS) == {0}  # sequential: it stopped at the first batch
+
+
+def test_an_effects_false_action_that_reaches_variables_is_stopped():
+    @action(effects=False)
+    def liar(b):
+        return _reaches(b)
+
+    with pytest.raises(ActionError, match=r"apply\(liar\)") as info:
+        (Pipeline().init_variable("log", []).apply(liar) << ds()).run(2)
+    assert isinstance(info.value.__cause__, UndeclaredEffectError)
+    assert "action(effects=True)(fn)" in str(info.value.__cause__)

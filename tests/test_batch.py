@@ -136,6 +136,66 @@ def test_ragged_preloaded_keeps_one_object_per_item():
     assert b.data[1] == [3]
 
 
+def test_items_of_a_ragged_component_cannot_change():
+    b = BatchPlain(np.arange(2), preloaded=[[1, 2], [3]])
+    with pytest.raises(TypeError, match="cannot change; make a copy"):
+        b.data[0].append(1)
+    with pytest.raises(TypeError, match="cannot change"):
+        b.data[0][0] = 9
+    with pytest.raises(ValueError, match="read-only"):
+        b.data[1] = [4]
+    assert b.data[0] == [1, 2] and b.data[1] == [3]
+    assert list(b.data[0]) == [1, 2]  # a plain list to change is one call away
+
+
+def test_arrays_and_dicts_inside_an_object_component_are_frozen_copies():
+    first, second = np.zeros(2), np.zeros(3)
+    b = BatchPlain(np.arange(2), preloaded=[first, second])
+    assert b.data.dtype == object
+    with pytest.raises(ValueError, match="read-only"):
+        b.data[0][0] = 5.0
+    first[:] = 7.0  # the caller's arrays stay its own
+    assert first.flags.writeable and b.data[0].tolist() == [0.0, 0.0]
+    d = BatchPlain(np.arange(2), preloaded=[{"k": [1]}, {"k": [2]}])
+    with pytest.raises(TypeError, match="cannot change"):
+        d.data[0]["k"] = 3
+    with pytest.raises(TypeError, match="cannot change"):
+        d.data[1]["k"].append(3)
+    assert d.data[1] == {"k": [2]}
+
+
+def test_replace_with_an_object_array_freezes_its_items_and_leaves_the_callers_alone():
+    b = BatchPlain(np.arange(2), preloaded=np.zeros(2))
+    items = np.empty(2, dtype=object)
+    items[0], items[1] = [1], [2, 3]
+    c = b.replace(data=items)
+    items[0].append(5)
+    with pytest.raises(TypeError, match="cannot change"):
+        c.data[1].append(4)
+    assert c.data[0] == [1] and c.data[1] == [2, 3]
+    assert items.flags.writeable and items[0] == [1, 5]
+
+
+def test_frozen_items_survive_select_merge_and_pickling():
+    b = BatchPlain(np.arange(3), preloaded=[[1], [2, 3], np.arange(2)])
+    for c in (
+        b.select([2, 0]),
+        b.select(slice(0, 2)),
+        Batch.merge([b, b]),
+        pickle.loads(pickle.dumps(b)),
+    ):
+        assert not c.data.flags.writeable
+        for item in c.data:
+            if isinstance(item, list):
+                with pytest.raises(TypeError, match="cannot change"):
+                    item.append(0)
+            else:
+                assert not item.flags.writeable
+    back = pickle.loads(pickle.dumps(b))
+    assert back == b
+    assert not back.data[2].flags.writeable
+
+
 def test_tuple_of_wrong_length_is_an_error():
     with pytest.raises(ValueError, match=r"tuple of 1 arrays but BatchImgs has 2 components"):
         BatchImgs(np.arange(3), preloaded=(np.ones(3),))
@@ -161,24 +221,52 @@ def test_unknown_preloaded_key_is_an_error():
         BatchImgs(np.arange(3), preloaded={"masks": np.ones(3)})
 
 
-def test_preloaded_arrays_are_not_mutated_nor_made_read_only():
+def test_preloaded_arrays_are_taken_without_a_copy_and_not_mutated():
     images = np.arange(6.0).reshape(3, 2)
     labels = np.array([5, 6, 7])
     before = images.copy(), labels.copy()
     b = BatchImgs(np.arange(3), preloaded=(images, labels))
     c = b.scale(10.0)
-    assert images.flags.writeable and labels.flags.writeable
     np.testing.assert_array_equal(images, before[0])
     np.testing.assert_array_equal(labels, before[1])
     np.testing.assert_array_equal(c.images, before[0] * 10)
-    # the batch shares the caller's memory instead of copying it
-    assert np.shares_memory(b.images, images)
+    # the batch takes the caller's memory instead of copying it: it is read-only now
+    assert b.labels is labels and np.shares_memory(b.images, images)
+    assert not images.flags.writeable and not labels.flags.writeable
 
 
 def test_already_read_only_input_is_used_as_is():
     arr = np.arange(3)
     arr.setflags(write=False)
     assert BatchPlain(np.arange(3), preloaded=arr).data is arr
+
+
+def test_a_dataset_preloaded_array_written_by_the_caller_fails_and_batches_are_unchanged():
+    x = np.zeros((4, 2))
+    ds = Dataset(4, BatchImgs, preloaded={"images": x})
+    with pytest.raises(ValueError, match="read-only"):
+        x[:] = 9.0
+    np.testing.assert_array_equal(ds.create_batch([2, 0]).images, np.zeros((2, 2)))
+
+
+def test_a_dataset_preloaded_view_of_a_held_array_is_copied():
+    held = np.zeros((10, 2))
+    ds = Dataset(4, BatchImgs, preloaded={"images": held[2:6]})
+    held[:] = 9.0  # the caller's array stays writable, the dataset has its own copy
+    np.testing.assert_array_equal(ds.create_batch([0, 3]).images, np.zeros((2, 2)))
+    np.testing.assert_array_equal(ds.preloaded["images"], np.zeros((4, 2)))
+
+
+def test_select_and_pickling_keep_components_read_only_and_owned():
+    b = BatchPlain(np.arange(4), preloaded=np.arange(8.0).reshape(4, 2))
+    picked = b.select([3, 1])
+    sliced = b.select(slice(1, 3))
+    back = pickle.loads(pickle.dumps(b))
+    for c in (picked, sliced, back):
+        assert not c.data.flags.writeable
+        base = c.data.base
+        assert base is None or not base.flags.writeable
+    assert np.shares_memory(sliced.data, b.data)  # a slice of a read-only array is shared
 
 
 # -- immutability -----------------------------------------------------------------------
@@ -216,7 +304,7 @@ def test_in_place_write_in_a_pipeline_explains_immutability():
     with pytest.raises(ActionError, match=r"write_in_place.*batches are immutable") as info:
         (Pipeline().write_in_place() << ds).run(2)
     assert REPLACE_HINT.replace("\\", "") in str(info.value)
-    assert images.flags.writeable and images[0, 1] == 1.0
+    assert images[0, 0] == 0.0 and images[0, 1] == 1.0
 
 
 def test_item_view_is_read_only():
@@ -249,13 +337,86 @@ def test_replace_shares_untouched_components():
     assert np.shares_memory(c.labels, labels)
 
 
-def test_replace_does_not_copy_the_new_array_but_freezes_a_view():
+def test_replace_takes_an_array_that_owns_its_memory_without_a_copy():
     b, _, _ = imgs()
     new = np.full((4, 2), 3.0)
     c = b.replace(images=new)
-    assert np.shares_memory(c.images, new)
+    assert c.images is new
     assert not c.images.flags.writeable
-    assert new.flags.writeable
+
+
+def test_writing_to_the_callers_array_after_replace_fails_and_the_batch_is_unchanged():
+    b, _, _ = imgs()
+    mine = np.full((4, 2), 3.0)
+    c = b.replace(images=mine)
+    with pytest.raises(ValueError, match="read-only"):
+        mine[:] = 5.0
+    with pytest.raises(ValueError, match="read-only"):
+        np.add(mine, 1.0, out=mine)
+    np.testing.assert_array_equal(c.images, np.full((4, 2), 3.0))
+
+
+@pytest.mark.parametrize(
+    "view",
+    [
+        lambda held: held[:4],
+        lambda held: held[::2],
+        lambda held: held.reshape(4, 4)[:, 1:3],
+        lambda held: held.reshape(2, 8).T[:4],
+    ],
+    ids=["rows", "strided", "reshaped", "transposed"],
+)
+def test_a_view_of_an_array_the_caller_holds_is_copied(view):
+    b, _, _ = imgs()
+    held = np.arange(16.0).reshape(8, 2)
+    arr = view(held)
+    expected = arr.copy()
+    c = b.replace(images=arr)
+    held[:] = -1.0  # the caller still may write to its own array...
+    np.testing.assert_array_equal(c.images, expected)  # ...and the batch does not change
+    assert held.flags.writeable and not c.images.flags.writeable
+
+
+def test_writing_through_the_callers_own_view_after_replace_does_not_change_the_batch():
+    b, _, _ = imgs()
+    held = np.zeros((4, 2))
+    view = held[:]
+    c = b.replace(images=view)
+    view[:] = 7.0
+    held[0] = 8.0
+    np.testing.assert_array_equal(c.images, np.zeros((4, 2)))
+
+
+def test_a_view_of_a_fresh_temporary_is_taken_without_a_copy():
+    b, _, _ = imgs()
+    c = b.replace(images=(b.images * 2).reshape(2, 4).reshape(4, 2))
+    np.testing.assert_array_equal(c.images, b.images * 2)
+    base = c.images.base
+    assert base is not None  # not copied: still a view of the temporary...
+    assert not base.flags.writeable  # ...which nobody can write to, not even through .base
+    with pytest.raises(ValueError, match="read-only"):
+        base[...] = 0.0
+
+
+def test_a_view_of_an_array_made_before_is_taken_once_nobody_else_holds_it():
+    b, _, _ = imgs()
+    t = b.images * 2
+    view = t[::-1]
+    del t
+    c = b.replace(images=view)
+    assert c.images is view and not view.flags.writeable
+    with pytest.raises(ValueError, match="read-only"):
+        view[0, 0] = 1.0
+
+
+def test_a_read_only_view_of_a_writable_array_the_caller_holds_is_copied():
+    b, _, _ = imgs()
+    held = np.zeros((4, 2))
+    view = held.view()
+    view.setflags(write=False)
+    c = b.replace(images=view)
+    held[:] = 3.0
+    np.testing.assert_array_equal(c.images, np.zeros((4, 2)))
 
 
 def test_replace_unknown_component_is_an_error_with_a_suggestion():
@@ -506,6 +667,16 @@ def test_batches_differ_by_ids_values_dtype_class_or_components():
     assert a != a.replace(labels=None)
     assert a != BatchPlain(np.arange(3), preloaded=images)
     assert a != "a batch"
+
+
+def test_batches_with_equal_object_components_are_equal():
+    a = BatchPlain([0, 1], preloaded=[np.array([np.nan, 1.0]), np.zeros(3)])
+    b = BatchPlain([0, 1], preloaded=[np.array([np.nan, 1.0]), np.zeros(3)])
+    assert a == b
+    assert a != BatchPlain([0, 1], preloaded=[np.array([np.nan, 2.0]), np.zeros(3)])
+    assert BatchPlain([0, 1], preloaded=[[1], [2, 3]]) != BatchPlain(
+        [0, 1], preloaded=[(1,), (2, 3)]
+    )
 
 
 def test_nan_equals_nan_in_batch_equality_and_the_run_context_does_not_count():

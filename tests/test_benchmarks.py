@@ -57,3 +57,10 @@ def test_keras_benchmark_reports_both_sides_and_the_ratio():
 def test_torch_benchmark_runs_or_says_torch_is_missing():
     out = run_script("bench_torch.py", "--steps", "20", "--repeat", "1")
     assert "PyTorch is not installed" in out or re.search(r"ratio fpipe/loop: [\d.]+", out), out
+
+
+def test_replace_benchmark_reports_every_side_and_the_extra_cost():
+    out = run_script("bench_replace.py", "--calls", "20", "--repeat", "1")
+    names = re.findall(r"^(.+?)\s*: +-?[\d.]+ us/call", out, re.M)
+    assert names == ["numpy op alone", "temporary", "held", "temp view", "held view"], out
+    assert len(re.findall(r"extra cost of replace: +-?[\d.]+ us", out)) == 4, out

@@ -208,7 +208,7 @@ def test_pipeline_with_config():
 
 
 def test_pipeline_config_must_be_a_mapping():
-    with pytest.raises(TypeError, match="a pipeline config is a dict, not list"):
+    with pytest.raises(TypeError, match="a pipeline config must be a dict, got list"):
         numbers().pipeline([("a", 1)])
 
 

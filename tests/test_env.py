@@ -75,7 +75,10 @@ def test_update_variable_appends_to_a_missing_or_none_variable_as_to_an_empty_li
 
 
 def test_update_variable_rejects_an_unknown_mode():
-    with pytest.raises(ValueError, match="unknown update mode 'x'; use 'w', 'a' or 'e'"):
+    with pytest.raises(
+        ValueError,
+        match=r"unknown update mode 'x'; use 'w' \(write\), 'a' \(append\) or 'e' \(extend\)",
+    ):
         Environment().update_variable("v", 1, "x")
 
 
@@ -160,20 +163,21 @@ def test_lookup_model_lets_a_declared_dynamic_model_shadow_a_global_one():
 
 
 # -- resolve_model -----------------------------------------------------------------------------
-def test_resolve_model_returns_a_known_model_and_the_same_environment():
+def test_resolve_model_returns_a_known_model_and_says_it_built_nothing():
     env = Environment(static=pmap({"env_static": "S"}))
-    found, after = resolve_model(env, "env_static", a_batch(), EnvModels, no_config)
-    assert found == "S" and after is env
+    found, built = resolve_model(env, "env_static", a_batch(), EnvModels, no_config)
+    assert found == "S" and built is False
 
 
-def test_resolve_model_builds_a_dynamic_model_into_a_new_environment():
+def test_resolve_model_builds_a_dynamic_model_and_leaves_adding_it_to_the_caller():
     BUILT.clear()
     env = Environment()
-    found, after = resolve_model(env, "env_dynamic", a_batch(4), EnvModels, no_config)
-    assert found == {"kind": "dynamic", "n": 4}
-    assert after.dynamic["env_dynamic"] is found and "env_dynamic" not in env.dynamic
-    again, same = resolve_model(after, "env_dynamic", a_batch(9), EnvModels, no_config)
-    assert again is found and same is after
+    found, built = resolve_model(env, "env_dynamic", a_batch(4), EnvModels, no_config)
+    assert found == {"kind": "dynamic", "n": 4} and built is True
+    assert "env_dynamic" not in env.dynamic  # the environment is a value: unchanged
+    after = dataclasses.replace(env, dynamic=env.dynamic.set("env_dynamic", found))
+    again, built_again = resolve_model(after, "env_dynamic", a_batch(9), EnvModels, no_config)
+    assert again is found and built_again is False
     assert BUILT == [("env_dynamic", {})]
 
 
@@ -186,16 +190,15 @@ def test_resolve_model_builds_a_declared_dynamic_model_with_its_config():
         return {**own, "from": "pipeline"}
 
     env = Environment(declared=pmap({"env_dynamic": (EnvModels.env_dynamic, {"units": 8})}))
-    found, after = resolve_model(env, "env_dynamic", a_batch(2), None, config_for)
-    assert found == {"kind": "dynamic", "n": 2}
+    found, built = resolve_model(env, "env_dynamic", a_batch(2), None, config_for)
+    assert found == {"kind": "dynamic", "n": 2} and built is True
     assert seen == [("env_dynamic", {"units": 8})]
     assert BUILT == [("env_dynamic", {"units": 8, "from": "pipeline"})]
-    assert after.dynamic["env_dynamic"] is found
 
 
 def test_resolve_model_finds_global_models():
-    found, after = resolve_model(Environment(), "env_global", a_batch(), EnvModels, no_config)
-    assert found == {"kind": "global"} and after == Environment()
+    found, built = resolve_model(Environment(), "env_global", a_batch(), EnvModels, no_config)
+    assert found == {"kind": "global"} and built is False
 
 
 def test_resolve_model_of_an_uninitialised_static_model_says_to_init_it():

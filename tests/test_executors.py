@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import threading
+import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +21,10 @@ from fpipe import (
     ProcessExecutor,
     ThreadExecutor,
     action,
+    model,
 )
 from fpipe.executors import Job, resolve_executor
+from fpipe.interpreter import compile_program
 
 N_ITEMS, BATCH = 23, 4
 DRIVER_PID = os.getpid()
@@ -57,7 +61,7 @@ def exec_scale(batch, k):
 
 
 def exec_reads_variable(batch):
-    """Looks pure (plain function) but reads a variable: handed back to the driver."""
+    """A plain function that reads a variable: its code says so, so it is effectful."""
     k = batch.pipeline.get_variable("k")
     n = len(batch)
     name = threading.current_thread().name
@@ -207,9 +211,9 @@ def test_run_and_gen_batch_take_an_executor_and_end_with_the_sequential_variable
 
 
 @pytest.mark.timeout(60)
-def test_a_step_that_reads_a_variable_on_a_worker_is_run_again_on_the_driver():
-    # exec_reads_variable looks pure, so it is sent to the workers; it touches the
-    # environment there, so the batch comes back and the driver runs it (and the rest).
+def test_a_plain_function_that_reads_a_variable_runs_on_the_driver_and_the_prefix_on_workers():
+    # exec_reads_variable mentions `pipeline`: it is effectful before anything runs, so the
+    # workers stop before it and the driver runs it (and the rest), once per batch.
     p = (
         Pipeline()
         .init_variable("k", 100.0)
@@ -220,6 +224,11 @@ def test_a_step_that_reads_a_variable_on_a_worker_is_run_again_on_the_driver():
         .apply(exec_reads_variable)
         .record_driver()
     ) << exec_dataset()
+    prog = compile_program(p.steps, ExecNums)
+    assert [s.effectful for s in prog.stages[0]] == [False, False, True, True]
+    assert prog.pure_prefix == 2
+    job = Job(p.steps, ExecNums, p.dataset, 0)
+    assert job.for_workers().steps == p.steps[:5]  # up to mark_worker
     expected, env0 = collect(p)
     for executor in ("threads", ProcessExecutor(1)):
         got, env = collect(p, prefetch=2, executor=executor)
@@ -238,7 +247,9 @@ def test_a_step_that_reads_a_variable_on_a_worker_is_run_again_on_the_driver():
 @pytest.mark.timeout(60)
 def test_processes_only_receive_the_pure_prefix_so_driver_steps_may_hold_lambdas(sequential):
     expected, _ = sequential
-    p = exec_pipeline(Pipeline().update_variable("sizes", lambda b: len(b), mode="a"))
+    p = exec_pipeline(
+        Pipeline().init_variable("sizes", []).update_variable("sizes", lambda b: len(b), mode="a")
+    )
     p = p.rebatch(6).apply(lambda b: b.replace(x=b.x + 1))
     got, env = collect(p, executor=ProcessExecutor(1))
     again, env0 = collect(p)
@@ -405,3 +416,142 @@ def test_a_batch_that_always_kills_its_worker_fails_the_run_with_a_clear_error(s
     with pytest.raises(FpipeError, match=r"a worker process died 2 times in this run") as info:
         collect(p, executor=ProcessExecutor(2, max_restarts=1))
     assert "executor='threads'" in str(info.value)
+
+
+# -- an effectful step: once per batch, in batch order, one batch at a time ---------------------
+# token -> what the steps of one run saw; the effectful step (and all after it) run on the
+# driver, so module-level state is enough even when the pure prefix runs in other processes.
+TRAIN_CALLS: dict[str, dict] = {}
+TRAIN_ITEMS, TRAIN_BATCH = 22, 4
+
+
+class ExecNet:
+    """A stand-in for a Keras model: ``train_on_batch`` returns the batch's loss."""
+
+    def train_on_batch(self, x, y):
+        return float(np.mean((x - y) ** 2))
+
+
+class ExecTrain(Batch):
+    components = ("x", "y", "wpid", "wthread", "athread")
+
+    @model
+    def exec_net():
+        return ExecNet()
+
+    @action
+    def exec_prepare(self):
+        """Pure: a noisy target from the batch's own stream, and where it ran."""
+        n = len(self)
+        name = threading.current_thread().name
+        return self.replace(
+            y=self.x * 0.5 + self.random.normal(size=n),
+            wpid=np.full(n, os.getpid()),
+            wthread=np.array([name] * n),
+        )
+
+    @action
+    def exec_train(self, token):
+        """The seed's training pattern, without any declaration: inferred effectful."""
+        calls = TRAIN_CALLS[token]
+        with calls["lock"]:  # first of all: a call that goes no further is counted too
+            calls["train"].append(tuple(self.indices.tolist()))
+            calls["now"] += 1
+            calls["max"] = max(calls["max"], calls["now"])
+        try:
+            time.sleep(0.002)  # widen the window in which a second call would overlap
+            net = self.get_model_by_name("exec_net")
+            loss = net.train_on_batch(self.x, self.y)
+            self.pipeline.update_variable("loss", loss, mode="a")
+            calls["iterations"].append(self.pipeline.iteration)
+        finally:
+            with calls["lock"]:
+                calls["now"] -= 1
+        return self
+
+    @action
+    def exec_after(self, token):
+        """Pure, but after the effectful step: it runs on the driver."""
+        TRAIN_CALLS[token]["after"].append(tuple(self.indices.tolist()))
+        name = threading.current_thread().name
+        return self.replace(athread=np.array([name] * len(self)), x=self.x + 1)
+
+
+def train_run(executor, prefetch):
+    kind = executor if executor is None or isinstance(executor, str) else type(executor).__name__
+    token = f"{kind}-{prefetch}-{len(TRAIN_CALLS)}"
+    TRAIN_CALLS[token] = {
+        "lock": threading.Lock(),
+        "train": [],
+        "iterations": [],
+        "after": [],
+        "now": 0,
+        "max": 0,
+    }
+    ds = Dataset(TRAIN_ITEMS, ExecTrain, preloaded={"x": np.arange(TRAIN_ITEMS, dtype=float)})
+    p = ds.p.init_variable("loss", []).exec_prepare().exec_train(token).exec_after(token)
+    kwargs = {"shuffle": True, "n_epochs": 2, "seed": 11, "prefetch": prefetch}
+    with p.iterate(TRAIN_BATCH, executor=executor, **kwargs) as it:
+        batches = list(it)
+        loss = it.get_variable("loss")
+    return batches, loss, TRAIN_CALLS.pop(token)
+
+
+@pytest.fixture(scope="module")
+def train_sequential():
+    return train_run(None, 0)
+
+
+def assert_trained_once_per_batch_in_order(got, expected):
+    batches, loss, calls = got
+    expected_batches, expected_loss, _ = expected
+    n = 2 * -(-TRAIN_ITEMS // TRAIN_BATCH)
+    ids = [tuple(b.indices.tolist()) for b in batches]
+    assert len(batches) == n and ids == [tuple(b.indices.tolist()) for b in expected_batches]
+    assert len(set(ids)) == n  # each batch id names one batch of the run
+    assert Counter(calls["train"]) == dict.fromkeys(ids, 1)  # called once per batch
+    assert calls["train"] == ids  # in batch order
+    assert calls["iterations"] == list(range(n))  # ...on the driver, one batch after another
+    assert calls["max"] == 1 and calls["now"] == 0  # never two at once
+    assert calls["after"] == ids  # the pure step after it: once per batch, in order
+    assert loss == expected_loss and len(loss) == n  # the variable, as in a sequential run
+    for b, e in zip(batches, expected_batches, strict=True):
+        assert b.y.tobytes() == e.y.tobytes() and b.x.tobytes() == e.x.tobytes()
+        assert set(b.athread.tolist()) == {threading.main_thread().name}
+
+
+def test_the_training_step_is_known_effectful_before_the_run():
+    steps = Pipeline().exec_prepare().exec_train("t").exec_after("t").steps
+    prog = compile_program(steps, ExecTrain)
+    assert [s.effectful for s in prog.stages[0]] == [False, True, False]
+    assert prog.pure_prefix == 1
+    assert Job(steps, ExecTrain, None, 0).for_workers().steps == steps[:1]
+
+
+@pytest.mark.parametrize("prefetch", [0, 2, 4, 8])
+@pytest.mark.timeout(60)
+def test_an_effectful_step_runs_once_per_batch_in_order_under_thread_prefetch(
+    train_sequential, prefetch
+):
+    got = train_run("threads", prefetch)
+    assert_trained_once_per_batch_in_order(got, train_sequential)
+    main = threading.main_thread().name
+    for b in got[0]:
+        (thread,) = set(b.wthread.tolist())
+        # the pure step before it ran on a worker thread (on the driver without prefetch)
+        assert thread.startswith("fpipe-prefetch") if prefetch else thread == main
+
+
+@pytest.mark.timeout(60)
+def test_an_effectful_step_runs_once_per_batch_in_order_with_processes(train_sequential):
+    got = train_run("processes", 3)
+    assert_trained_once_per_batch_in_order(got, train_sequential)
+    assert DRIVER_PID not in {p for b in got[0] for p in b.wpid.tolist()}
+
+
+@pytest.mark.dask
+@pytest.mark.timeout(120)
+def test_an_effectful_step_runs_once_per_batch_in_order_with_dask(train_sequential, dask_client):
+    got = train_run(dask_client, 0)
+    assert_trained_once_per_batch_in_order(got, train_sequential)
+    assert {p for b in got[0] for p in b.wpid.tolist()} <= dask_worker_pids(dask_client)

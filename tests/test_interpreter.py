@@ -15,6 +15,7 @@ from fpipe import (
     Pipeline,
     PipelineDefinitionError,
     SkipBatch,
+    UndeclaredEffectError,
     action,
 )
 from fpipe.env import Environment
@@ -22,11 +23,13 @@ from fpipe.interpreter import (
     CompiledStep,
     Program,
     compile_program,
+    compile_step,
     compile_steps,
     run_compiled,
     step_error,
 )
-from fpipe.runstate import BatchContext, RunState
+from fpipe.runstate import BatchContext, PureView, RunState
+from fpipe.steps import ActionStep, ApplyStep, InitVariable, Maybe, UpdateVariable
 
 LOG: list[tuple[str, object]] = []
 
@@ -47,8 +50,13 @@ class InterpNums(Batch):
 
     @action
     def ip_where(self):
-        LOG.append(("where", self.pipeline.step))
+        LOG.append(("where", self.pipeline.path))
         return self
+
+    @action(effects=True)
+    def ip_declared(self):
+        LOG.append(("declared", self.data.tolist()))
+        return self.replace(data=self.data + 1000)
 
     @action(use_lock="ip_lock")
     def ip_locked(self):
@@ -101,6 +109,17 @@ class InterpNums(Batch):
     def ip_add_two_joined(self, first, second):
         return self.replace(data=self.data + first.data + second.data)
 
+    @action
+    def ip_sneaky(self):
+        """Reaches the environment through a helper fpipe cannot see: classified pure."""
+        LOG.append(("sneaky", self.data.tolist()))
+        return _ip_sneak(self)
+
+
+def _ip_sneak(b):
+    b.pipeline.set_variable("snuck", 1)  # a pure step: batch.pipeline is a PureView
+    return b
+
 
 class InterpOther(Batch):
     pass
@@ -117,9 +136,9 @@ def program(pipeline):
     return compile_program(pipeline.steps, InterpNums)
 
 
-def context(iteration=0, epoch=0, env=None, in_worker=False, seed=1):
+def context(iteration=0, epoch=0, env=None, seed=1):
     run = RunState(seed=seed, env=env or Environment(), batch_class=InterpNums, config={})
-    return BatchContext(run, epoch, iteration, in_worker=in_worker)
+    return BatchContext(run, epoch, iteration)
 
 
 def batch(values, ctx=None, ids=None):
@@ -169,7 +188,8 @@ def test_steps_keep_their_position_in_the_whole_pipeline():
     p = Pipeline().ip_inc().rebatch(3).ip_inc().ip_locked().rebatch(2).ip_times(2)
     prog = program(p)
     assert [[s.path for s in stage] for stage in prog.stages] == [[(0,)], [(2,), (3,)], [(5,)]]
-    assert repr(prog.stages[1][1]) == "<step 3 ip_locked()>"
+    assert repr(prog.stages[1][1]) == "<effectful step 3 ip_locked()>"
+    assert repr(prog.stages[2][0]) == "<pure step 5 ip_times(2)>"
 
 
 def test_rebatch_at_either_end_gives_empty_stages():
@@ -199,7 +219,8 @@ def test_start_env_carries_variables_from_a_previous_run():
         Pipeline().init_variable("kept", 0).init_variable("fresh", 0, init_on_each_run=True)
     )
     previous = Environment().set_variable("kept", 5).set_variable("fresh", 6)
-    assert dict(prog.start_env(previous).variables) == {"kept": 5, "fresh": 0}
+    assert dict(prog.start_env(previous=previous).variables) == {"kept": 5, "fresh": 0}
+    assert dict(prog.start_env().variables) == {"kept": 0, "fresh": 0}
 
 
 def test_start_steps_inside_maybe_are_found():
@@ -208,21 +229,74 @@ def test_start_steps_inside_maybe_are_found():
     assert dict(prog.start_env().variables) == {"m": 3}
 
 
-def test_pure_prefix_stops_at_the_first_step_that_needs_the_environment():
+def test_pure_prefix_stops_at_the_first_effectful_step():
     assert program(Pipeline().ip_inc().ip_times(2)).pure_prefix == 2
     assert program(Pipeline().ip_inc().ip_locked().ip_inc()).pure_prefix == 1
     assert program(Pipeline().update_variable("v", 1).ip_inc()).pure_prefix == 0
     assert program(Pipeline().ip_inc() + (Pipeline().ip_locked() @ 0.5)).pure_prefix == 1
+    assert program(Pipeline().ip_inc().ip_set("v").ip_inc()).pure_prefix == 1  # code: pipeline
+    assert program(Pipeline().ip_inc().ip_declared()).pure_prefix == 1  # effects=True
+    assert program(Pipeline().ip_inc() + (Pipeline().ip_inc() @ 0.5)).pure_prefix == 2
 
 
-def test_compiled_steps_know_whether_they_need_the_environment():
-    stage = program(Pipeline().ip_inc().ip_locked().update_variable("v", 1)).stages[0]
-    assert [s.needs_env for s in stage] == [False, True, True]
+def test_compiled_steps_know_whether_they_are_effectful():
+    stage = program(
+        Pipeline().ip_inc().ip_locked().update_variable("v", 1).ip_where().ip_declared()
+    ).stages[0]
+    assert [s.effectful for s in stage] == [False, True, True, True, True]
+    assert [s.label for s in stage][:2] == ["ip_inc()", "ip_locked()"]
 
 
-def test_compiled_step_repr_names_path_and_label():
+def test_compile_step_classifies_each_kind_of_step_before_it_runs():
+    def plain(b):
+        return b
+
+    def reads(b):
+        return b.replace(data=b.data + b.pipeline.get_variable("k"))
+
+    cases = [
+        (ActionStep("ip_inc", (2,)), False),
+        (ActionStep("ip_locked"), True),  # use_lock=
+        (ActionStep("ip_set", ("v",)), True),  # its code mentions `pipeline`
+        (ActionStep("ip_declared"), True),  # effects=True
+        (ActionStep("ip_sneaky"), False),  # the helper it calls is out of sight
+        (ApplyStep(plain), False),
+        (ApplyStep(reads), True),  # a plain function whose code mentions `pipeline`
+        (ApplyStep(action(effects=True)(plain)), True),
+        (ApplyStep(action(effects=False)(reads)), False),  # declared pure wins over the code
+        (ApplyStep(InterpNums.ip_locked), True),
+        (UpdateVariable("v", 1), True),
+        (Maybe((ActionStep("ip_inc"),), 0.5), False),
+        (Maybe((ActionStep("ip_inc"), ActionStep("ip_locked")), 0.5), True),
+    ]
+    for step, effectful in cases:
+        compiled = compile_step(step, InterpNums, (3,))
+        assert isinstance(compiled, CompiledStep)
+        assert (step.label, compiled.effectful) == (step.label, effectful)
+        assert compiled.path == (3,) and compiled.label == step.label
+
+
+def test_compile_step_makes_a_function_from_batch_to_batch():
+    b = batch([1, 2])
+    assert compile_step(ActionStep("ip_inc", (5,)), InterpNums, (0,)).fn(b).data.tolist() == [6, 7]
+    kw = compile_step(ActionStep("ip_inc", (), {"k": 2}), InterpNums, (0,))
+    assert kw.fn(b).data.tolist() == [3, 4]
+    times = compile_step(ApplyStep(InterpNums.ip_times, (3,)), InterpNums, (0,))
+    assert times.fn(b).data.tolist() == [3, 6]
+    assert b.data.tolist() == [1, 2]
+
+
+def test_compile_step_rejects_a_declaration():
+    with pytest.raises(TypeError, match="InitVariable is not a per-batch step"):
+        compile_step(InitVariable("v", 0), InterpNums, (0,))
+
+
+def test_compiled_step_repr_names_its_kind_path_and_label():
     step = CompiledStep(lambda b: b, (2, 1), "ip_inc()", False)
-    assert repr(step) == "<step 2.1 ip_inc()>"
+    assert repr(step) == "<pure step 2.1 ip_inc()>"
+    assert repr(CompiledStep(lambda b: b, (0,), "ip_locked()", True)) == (
+        "<effectful step 0 ip_locked()>"
+    )
 
 
 def test_compile_steps_uses_the_base_path():
@@ -289,15 +363,29 @@ def test_steps_run_in_order():
 
 
 def test_output_batch_carries_the_context():
+    # FPIPE BUG (reported): run_compiled leaves ctx.step set to the last step it ran, so
+    # the output batch's `.pipeline` is a PureView when that step was pure (and the full
+    # context when it was effectful, or when a prefetching run had nothing left to run on
+    # the driver). Fix: reset `ctx.step = None` in run_compiled's `finally`.
     ctx = context()
     out = run_compiled(program(Pipeline().ip_inc()).stages[0], batch([1], ctx), ctx)
     assert out._ctx is ctx
     assert out.pipeline is ctx
 
 
+def test_an_output_batch_sees_the_run_alike_whatever_the_prefetch():
+    # FPIPE BUG (reported), see test_output_batch_carries_the_context: with prefetch=0 the
+    # output batch's `.pipeline` is a PureView (the last step ran on the driver and stays
+    # current), with prefetch=2 it is the run's context.
+    p = Dataset(4, InterpNums, preloaded=np.arange(4)).p.init_variable("n", 5).ip_inc()
+    for prefetch in (0, 2):
+        out = next(iter(p.gen_batch(2, prefetch=prefetch)))
+        assert out.pipeline.get_variable("n") == 5, prefetch
+
+
 def test_a_new_batch_from_an_action_gets_the_context():
     p = Pipeline().ip_fresh().ip_set("after")
-    ctx = context()
+    ctx = context(env=Environment().set_variable("after", None))
     out = run_compiled(program(p).stages[0], batch([1, 2], ctx), ctx)
     assert out.data.tolist() == [10, 20]
     assert out._ctx is ctx
@@ -324,36 +412,79 @@ def test_run_starts_at_the_given_step():
     assert LOG == []
 
 
-def test_worker_stops_before_the_first_step_that_needs_the_environment():
-    stage = program(Pipeline().ip_inc().ip_locked().ip_inc()).stages[0]
-    ctx = context(in_worker=True)
-    out, position = run_compiled(stage, batch([1, 2], ctx), ctx, worker=True)
-    assert position == 1
+def test_run_stops_before_the_given_step():
+    stage = program(Pipeline().ip_inc().ip_times(2).ip_log("stopped")).stages[0]
+    ctx = context()
+    out = run_compiled(stage, batch([1, 2], ctx), ctx, stop=2)
+    assert out.data.tolist() == [4, 6]
+    assert LOG == []
+    assert run_compiled(stage, batch([1, 2], ctx), ctx, 1, 1).data.tolist() == [1, 2]  # none
+
+
+def test_a_worker_runs_the_pure_prefix_and_the_driver_the_rest():
+    prog = program(Pipeline().ip_inc().ip_locked().ip_inc())
+    stage, prefix = prog.stages[0], prog.pure_prefix
+    assert prefix == 1
+    worker = context()
+    out = run_compiled(stage, batch([1, 2], worker), worker, 0, prefix)
     assert out.data.tolist() == [2, 3]
+    assert not worker.run.lock_is_held("ip_lock") and "ip_lock" not in worker.run.env.locks
     driver = context()
-    final = run_compiled(stage, out._with_ctx(driver), driver, start=position)
+    final = run_compiled(stage, out._with_ctx(driver), driver, start=prefix)
     assert final.data.tolist() == [103, 104]
+    assert "ip_lock" in driver.run.env.locks  # the locked step ran on the driver
 
 
-def test_worker_runs_a_pure_stage_to_the_end():
-    stage = program(Pipeline().ip_inc().ip_times(5)).stages[0]
-    ctx = context(in_worker=True)
-    out, position = run_compiled(stage, batch([1], ctx), ctx, worker=True)
-    assert (out.data.tolist(), position) == ([10], 2)
+def test_a_pure_stage_runs_to_the_end_on_a_worker():
+    prog = program(Pipeline().ip_inc().ip_times(5))
+    assert prog.pure_prefix == 2
+    ctx = context()
+    out = run_compiled(prog.stages[0], batch([1], ctx), ctx, 0, prog.pure_prefix)
+    assert out.data.tolist() == [10]
 
 
-def test_worker_hands_back_a_step_that_touches_variables():
-    stage = program(Pipeline().ip_inc().ip_set("v").ip_inc()).stages[0]
-    assert [s.needs_env for s in stage] == [False, False, False]
-    ctx = context(in_worker=True)
-    out, position = run_compiled(stage, batch([1], ctx), ctx, worker=True)
-    assert position == 1
-    assert out.data.tolist() == [2]
-    assert not ctx.has_variable("v")
-    driver = context()
-    final = run_compiled(stage, out._with_ctx(driver), driver, start=position)
+def test_a_step_whose_code_touches_variables_is_effectful_and_runs_once_on_the_driver():
+    prog = program(Pipeline().ip_inc().ip_set("v").ip_log("after").ip_inc())
+    stage = prog.stages[0]
+    assert [s.effectful for s in stage] == [False, True, False, False]
+    worker = context()
+    out = run_compiled(stage, batch([1], worker), worker, 0, prog.pure_prefix)
+    assert out.data.tolist() == [2] and LOG == []  # nothing after the pure prefix ran
+    driver = context(env=Environment().set_variable("v", None))
+    final = run_compiled(stage, out._with_ctx(driver), driver, start=prog.pure_prefix)
     assert final.data.tolist() == [3]
     assert driver.get_variable("v") == [2]
+    assert LOG == [("after", [2])]
+
+
+def test_a_pure_step_that_reaches_the_environment_is_stopped_with_a_named_error():
+    prog = program(Pipeline().ip_inc().ip_sneaky().ip_log("never"))
+    assert prog.pure_prefix == 3  # ip_sneaky looks pure
+    ctx = context(env=Environment().set_variable("snuck", 0))
+    with pytest.raises(ActionError, match=r"^step 1 `ip_sneaky\(\)` failed") as info:
+        run_compiled(prog.stages[0], batch([1], ctx), ctx)
+    cause = info.value.__cause__
+    assert isinstance(cause, UndeclaredEffectError)
+    assert "batch.pipeline.set_variable" in str(cause)
+    assert "@action(effects=True)" in str(cause) and "def ip_sneaky(self" in str(cause)
+    assert ctx.get_variable("snuck") == 0  # nothing reached the environment
+    assert LOG == [("sneaky", [2])]  # the step ran once, nothing after it
+
+
+def test_batch_pipeline_is_a_pure_view_in_a_pure_step_and_the_context_in_an_effectful_one():
+    seen = []
+
+    def peek(b):
+        seen.append(getattr(b, "pipe" + "line"))  # batch.pipeline, out of inference's sight
+        return b
+
+    effectful_peek = action(effects=True)(peek)
+    stage = compile_steps((ApplyStep(peek), ApplyStep(effectful_peek)), InterpNums)
+    assert [s.effectful for s in stage] == [False, True]
+    ctx = context()
+    run_compiled(stage, batch([1], ctx), ctx)
+    assert isinstance(seen[0], PureView) and seen[0].seed == ctx.run.seed
+    assert seen[1] is ctx
 
 
 def test_skip_batch_passes_through_unwrapped():

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
 
 import numpy as np
 import pytest
 
 from fpipe import ActionError, Batch, Dataset, FpipeError, Pipeline, action, inbatch_parallel
+from fpipe.interpreter import compile_program
 
 POOL_BOUND = min(32, (os.cpu_count() or 2) * 2)  # the run pool's documented bound
 CALLED: list = []
@@ -104,6 +106,17 @@ class ParNums(Batch):
     @inbatch_parallel(init="indices", post="_collect", target="for")
     def noise_for(self, item_id, rng):
         return rng.random()
+
+    @action
+    @inbatch_parallel(init="indices", post="_collect", target="threads")
+    def tally_locked(self, item_id):
+        """Items share the run's variables: a read-modify-write under a named lock."""
+        with self.pipeline.lock("par_tally"):
+            total = self.pipeline.get_variable("total")
+            time.sleep(0.0005)  # another item writing now would lose this update
+            self.pipeline.set_variable("total", total + item_id)
+            self.pipeline.update_variable("log", (int(self.indices[0]), item_id), mode="a")
+        return item_id * 2
 
     def _evens(self):
         return [i for i in self.indices.tolist() if i % 2 == 0]
@@ -368,3 +381,30 @@ def test_nested_parallel_methods_in_a_run_do_not_deadlock_the_bounded_pool():
     (b,) = list((Pipeline().outer() << ds_nested).gen_batch(n))
     inner_sum = n * (n - 1) / 2
     assert b.data.tolist() == [inner_sum + i for i in range(n)]
+
+
+# -- items that use the run's locks and variables -----------------------------------------
+@pytest.mark.timeout(60)
+def test_items_using_a_lock_and_variables_work_under_prefetch_as_without():
+    p = Pipeline().init_variable("total", 0).init_variable("log", []).tally_locked() << ds(12)
+    p = p.square_ids()  # a pure step after it
+    stage = compile_program(p.steps, ParNums).stages[0]
+    assert [s.effectful for s in stage] == [True, False]  # its per-item method reaches the env
+    runs = {}
+    for prefetch in (0, 4):
+        with p.iterate(3, shuffle=True, seed=2, prefetch=prefetch) as it:
+            batches = list(it)
+            firsts = [int(b.indices[0]) for b in batches]
+            assert np.concatenate([b.x for b in batches]).tolist() == [
+                float(i * i) for b in batches for i in b.indices.tolist()
+            ]
+            runs[prefetch] = (it.get_variable("total"), it.get_variable("log"), firsts)
+            assert "par_tally" in it.env.locks
+    (total0, log0, firsts0), (total4, log4, firsts4) = runs[0], runs[4]
+    assert total0 == total4 == sum(range(12))  # no update lost
+    assert firsts0 == firsts4
+    assert sorted(log0) == sorted(log4) and len(log4) == 12
+    # each batch's items were logged together, batch after batch, in the order of the run
+    for log in (log0, log4):
+        order = [first for first, _ in log]
+        assert order == [f for f in firsts0 for _ in range(3)]

@@ -43,12 +43,13 @@ class RegNums(Batch):
             raise SkipBatch
         return self
 
-    @action
+    @action(effects=True)  # it calls a locked action by hand: it reaches the run's locks
     def reg_guarded(self, item):
         """Call the locked action by hand and handle its failure."""
         try:
             return self.reg_locked_fail_on(item)
         except ValueError:
+            self.pipeline.update_variable("handled", self.indices.tolist(), mode="a")
             return self
 
     @action
@@ -360,8 +361,11 @@ def test_next_run_after_a_failed_locked_action_is_not_blocked(prefetch):
 @pytest.mark.parametrize("prefetch", [0, 4])
 def test_handled_failure_inside_a_lock_does_not_block_other_batches(prefetch):
     """BatchFlow bug: one batch failing inside a lock blocked every later batch of the run."""
-    p = numbers().p.init_variable("seen", []).reg_guarded(9).reg_locked_skip([]).reg_mark("seen")
-    assert p.run(4, prefetch=prefetch).get_variable("seen") == planned(N_ITEMS, 4)
+    p = numbers().p.init_variable("seen", []).init_variable("handled", [])
+    p = p.reg_guarded(9).reg_locked_skip([]).reg_mark("seen")
+    result = p.run(4, prefetch=prefetch)
+    assert result.get_variable("seen") == planned(N_ITEMS, 4)
+    assert result.get_variable("handled") == [[8, 9, 10, 11]]  # the locked step did fail
 
 
 @pytest.mark.timeout(30)
@@ -429,6 +433,8 @@ def test_variables_updated_before_and_after_rebatch_are_kept(prefetch):
         .init_variable("after", [])
         .init_variable("size_before", 0)
         .init_variable("size_after", 0)
+        .init_variable("last_before", None)
+        .init_variable("last_after", None)
         .reg_mark("before")
         .reg_set("size_before")
         .update_variable("last_before", lambda b: int(b.indices[-1]))
@@ -484,7 +490,10 @@ def test_batches_are_freed_without_the_garbage_collector():
     arrays) lives until the next garbage collection, and memory churns."""
     import weakref
 
-    for p in (numbers().p.reg_skip([]), numbers().p.reg_inc().reg_mark("m").reg_inc()):
+    for p in (
+        numbers().p.reg_skip([]),
+        numbers().p.init_variable("m", []).reg_inc().reg_mark("m").reg_inc(),
+    ):
         for prefetch in (0, 3):
             gc.collect()
             gc.disable()

@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 
-from fpipe import Batch, Dataset, Pipeline, action, rng
+from fpipe import Batch, Dataset, Pipeline, action, model, rng
 from fpipe.env import Environment
 from fpipe.errors import UndeclaredEffectError
 from fpipe.interpreter import CompiledStep
@@ -29,6 +29,18 @@ class RsNums(Batch):
         seen = self.pipeline.get_variable("log")
         self.pipeline.update_variable("peeks", list(seen), mode="a")  # a copy of what it saw
         self.pipeline.update_variable("log", int(self.indices[0]), mode="a")
+        return self
+
+    @model(mode="dynamic")
+    def rs_sized(batch, config):
+        # a factory may record what it saw in a (declared) variable of the run
+        batch.pipeline.set_variable("built_from", batch.indices.tolist())
+        batch.pipeline.update_variable("builds", len(batch), mode="a")
+        return {"scale": config.get("scale", 1.0)}
+
+    @action(model="rs_sized")
+    def rs_use_sized(self, sized):
+        self.pipeline.update_variable("used", sized["scale"], mode="a")
         return self
 
 
@@ -59,7 +71,8 @@ def test_an_environment_read_from_outside_never_changes_afterwards():
 
 def test_a_value_an_action_read_is_not_changed_by_later_appends():
     ds = Dataset(6, RsNums, preloaded=(np.zeros(6),))
-    result = (Pipeline().init_variable("log", []).log_and_peek() << ds).run(2)
+    p = Pipeline().init_variable("log", []).init_variable("peeks", []).log_and_peek()
+    result = (p << ds).run(2)
     assert result.get_variable("log") == [0, 2, 4]
     assert result.get_variable("peeks") == [[], [0], [0, 2]]
 
@@ -68,8 +81,18 @@ def test_write_mode_replaces_and_unknown_modes_are_refused():
     run = run_state(v=[1])
     run.update_variable("v", 5)
     assert run.env.variables["v"] == 5
-    with pytest.raises(ValueError, match="unknown update mode 'x'; use 'w', 'a' or 'e'"):
+    msg = r"unknown update mode 'x'; use 'w' \(write\), 'a' \(append\) or 'e' \(extend\)"
+    with pytest.raises(ValueError, match=msg):
         run.update_variable("v", 1, mode="x")
+    run.update_variable("v", [], mode="write")  # every accepted spelling
+    for value, mode in ((1, "append"), (2, "a"), ([3], "extend"), ([4], "e")):
+        run.update_variable("v", value, mode=mode)
+    assert run.env.variables["v"] == [1, 2, 3, 4]
+    with pytest.raises(ValueError, match="unknown update mode"):
+        run.update_variable("v", 1, mode=None)
+    assert run.env.variables["v"] == [1, 2, 3, 4]
+    run.update_variable("v", 6, mode="w")
+    assert run.env.variables["v"] == 6
 
 
 def test_concurrent_appends_lose_nothing():
@@ -162,3 +185,38 @@ def test_setting_or_updating_an_undeclared_variable_is_an_error_with_a_suggestio
         with pytest.raises(UnknownVariableError, match="Did you mean 'loss'"):
             change()
     assert run.env.variables["loss"] == []
+
+
+def test_a_dynamic_model_factory_may_set_declared_variables_and_they_are_kept():
+    ds = Dataset(6, RsNums, preloaded=(np.zeros(6),))
+    p = (
+        Pipeline()
+        .init_variable("built_from", None)
+        .init_variable("builds", [])
+        .init_variable("used", [])
+        .init_model("rs_sized", {"scale": 2.0})
+        .rs_use_sized()
+    ) << ds
+    for prefetch in (0, 2):
+        result = p.run(2, shuffle=True, seed=3, prefetch=prefetch)
+        first = next(iter(p.gen_batch(2, shuffle=True, seed=3))).indices.tolist()
+        assert result.get_variable("built_from") == first  # set by the factory, once
+        assert result.get_variable("builds") == [2]
+        assert result.get_variable("used") == [2.0, 2.0, 2.0]
+        assert result.get_model_by_name("rs_sized") == {"scale": 2.0}
+    assert p.get_variable("built_from") is None  # the definition is untouched
+
+
+def test_a_dynamic_model_factory_cannot_create_an_undeclared_variable():
+    from fpipe import ActionError, UnknownVariableError
+
+    ds = Dataset(4, RsNums, preloaded=(np.zeros(4),))
+    p = Pipeline().init_variable("builds", []).init_variable("used", []).rs_use_sized() << ds
+    with pytest.raises(ActionError, match="built_from") as info:
+        p.run(2)
+    causes = []
+    err: BaseException | None = info.value
+    while err is not None:
+        causes.append(err)
+        err = err.__cause__
+    assert any(isinstance(c, UnknownVariableError) for c in causes)

@@ -10,6 +10,7 @@ from pyrsistent import pmap
 
 from fpipe import Batch, Dataset, Environment, Pipeline, action, model
 from fpipe.errors import ModelError, PipelineDefinitionError
+from fpipe.interpreter import compile_step, compile_steps, start_env
 from fpipe.steps import (
     ActionStep,
     ApplyStep,
@@ -21,10 +22,10 @@ from fpipe.steps import (
     Merge,
     Rebatch,
     UpdateVariable,
-    _hash,
     action_definition,
-    values_equal,
 )
+from fpipe.values import value_hash as _hash
+from fpipe.values import values_equal
 
 
 class StepsNums(Batch):
@@ -113,7 +114,8 @@ def test_hash_of_unhashable_values_is_coarse_but_defined():
     assert _hash(np.arange(3)) != _hash(np.arange(4))
     assert _hash({"a": [1]}) == _hash({"a": [2]})  # keys only
     assert _hash([1, [2]]) == _hash([1, [2]])
-    assert _hash([1, [2]]) != _hash((1, [2]))
+    assert _hash([1, [2]]) != _hash([1, [3]])
+    assert not values_equal([1, [2]], (1, [2]))  # equal hashes may still be unequal values
     assert isinstance(_hash(bytearray(b"x")), int)
 
 
@@ -208,58 +210,92 @@ def test_join_and_merge_compare_their_sources():
 
 
 # -- models -----------------------------------------------------------------------------------
-def test_init_model_steps_compare_by_definition_and_descriptor_identity():
+def test_init_model_steps_compare_by_definition_and_config_not_descriptor():
     p = Pipeline().init_model("StepsNums.steps_static", {"w": 1})
     q = Pipeline().init_model("StepsNums.steps_static", {"w": 1})
     (a,), (b,) = p.steps, q.steps
-    assert isinstance(a, InitModel) and a.descriptor == {"w": 1}
-    assert a == a and hash(a) == hash(p.steps[0])
-    assert a != b  # each init_model builds its own descriptor
+    assert isinstance(a, InitModel) and a.definition is StepsNums.__dict__["steps_static"]
+    assert a == b and hash(a) == hash(b)  # a step is data: the descriptor is not in it
+    assert a != Pipeline().init_model("StepsNums.steps_static", {"w": 2}).steps[0]
+    assert p.model_env.static["steps_static"] == {"w": 1}
+    assert p.model_env.static["steps_static"] is not q.model_env.static["steps_static"]
     assert a.label == "init_model('StepsNums.steps_static', config={'w': 1})"
     dyn = Pipeline().init_model(StepsNums.steps_dynamic).steps[0]
     assert dyn == Pipeline().init_model(StepsNums.steps_dynamic).steps[0]
-    assert dyn.descriptor is None
+    assert dyn.label == "init_model('StepsNums.steps_dynamic')"
+    assert "steps_dynamic" not in Pipeline().init_model(StepsNums.steps_dynamic).model_env.static
 
 
-def test_init_model_start_puts_static_descriptors_and_declares_dynamic_ones():
-    (static,) = Pipeline().init_model("StepsNums.steps_static", {"w": 2}).steps
-    (dynamic,) = Pipeline().init_model("StepsNums.steps_dynamic", {"z": 1}).steps
-    env = dynamic.start(static.start(Environment(), None), None)
+def test_init_model_config_is_frozen_when_the_step_is_made():
+    config = {"w": [1, 2]}
+    (step,) = Pipeline().init_model("StepsNums.steps_static", config).steps
+    config["w"].append(3)
+    config["z"] = 0
+    assert dict(step.config) == {"w": [1, 2]}
+    with pytest.raises(TypeError, match="cannot change"):
+        step.config["w"].append(4)
+
+
+def test_start_env_puts_static_descriptors_and_declares_dynamic_ones():
+    p = (
+        Pipeline()
+        .init_model("StepsNums.steps_static", {"w": 2})
+        .init_model("StepsNums.steps_dynamic", {"z": 1})
+    )
+    env = start_env(p.steps, p.model_env, None)
+    assert env.static["steps_static"] is p.model_env.static["steps_static"]
     assert env.static["steps_static"] == {"w": 2}
     definition, config = env.declared["steps_dynamic"]
     assert definition.name == "steps_dynamic" and config == {"z": 1}
+    assert "steps_dynamic" not in env.dynamic  # built in the run, when first asked for
 
 
-def test_import_model_step_compares_by_source_identity_and_fails_without_the_model():
+def test_start_env_without_the_static_descriptor_says_how_to_build_pipelines():
+    (static,) = Pipeline().init_model("StepsNums.steps_static").steps
+    with pytest.raises(ModelError, match=r"holds no descriptor for it.*init_model\(\)"):
+        start_env((static,), Environment(), None)
+
+
+def test_import_model_step_compares_by_name_and_the_pipeline_holds_the_descriptor():
     source = Pipeline().init_model("StepsNums.steps_static")
-    step = ImportModel("steps_static", source)
-    assert step == ImportModel("steps_static", source)
-    assert hash(step) == hash(ImportModel("steps_static", source))
-    assert step != ImportModel("steps_static", Pipeline().init_model("StepsNums.steps_static"))
-    assert step.label.startswith("import_model('steps_static', <pipeline 0x")
-    env = step.start(Environment(), None)
+    p = Pipeline().import_model("steps_static", source)
+    (step,) = p.steps
+    assert step == ImportModel("steps_static") and hash(step) == hash(ImportModel("steps_static"))
+    assert step != ImportModel("other")
+    assert step.label == "import_model('steps_static')"
+    env = start_env(p.steps, p.model_env, None)
     assert env.imported["steps_static"] is source.get_model_by_name("steps_static")
-    with pytest.raises(ModelError, match=r"import_model\('nope'\): the source pipeline has no"):
-        ImportModel("nope", source).start(Environment(), None)
+    other = Pipeline().import_model("steps_static", Pipeline().init_model("StepsNums.steps_static"))
+    assert other.steps == p.steps  # same steps: the model is held by the pipeline
+    assert other.model_env.imported["steps_static"] is not env.imported["steps_static"]
+    with pytest.raises(ModelError, match=r"import_model\('nope', source\): the source pipeline"):
+        Pipeline().import_model("nope", source)
+    with pytest.raises(ModelError, match="holds no descriptor"):
+        start_env((ImportModel("steps_static"),), Environment(), None)
 
 
 # -- behaviour of single steps -----------------------------------------------------------------
-def test_init_variable_start_uses_a_fresh_copy_of_the_default():
+def test_init_variable_value_is_a_fresh_copy_of_the_default():
     default = [1]
     step = InitVariable("v", default)
-    env = step.start(Environment(), None)
+    default.append(2)  # frozen when the step was made
+    env = start_env((step,), None, None)
     assert env.variables["v"] == [1] and env.variables["v"] is not default
+    env.variables["v"].append(5)  # a run's value is its own
+    assert step.value() == [1] and step.default == [1]
+    assert step.value() is not step.value()
 
 
-def test_init_variable_start_calls_init():
-    assert InitVariable("w", None, make_list).start(Environment(), None).variables["w"] == [0]
+def test_init_variable_value_calls_init():
+    assert InitVariable("w", None, make_list).value() == [0]
+    assert start_env((InitVariable("w", None, make_list),), None, None).variables["w"] == [0]
 
 
-def test_init_variable_start_carries_the_previous_value_unless_init_on_each_run():
+def test_start_env_carries_the_previous_value_unless_init_on_each_run():
     previous = Environment().set_variable("v", 9)
-    assert InitVariable("v", 0).start(Environment(), previous).variables["v"] == 9
-    assert InitVariable("v", 0, None, True).start(Environment(), previous).variables["v"] == 0
-    assert InitVariable("u", 0).start(Environment(), previous).variables["u"] == 0
+    assert start_env((InitVariable("v", 0),), None, previous).variables["v"] == 9
+    assert start_env((InitVariable("v", 0, None, True),), None, previous).variables["v"] == 0
+    assert start_env((InitVariable("u", 0),), None, previous).variables["u"] == 0
 
 
 def test_init_variable_is_not_a_per_batch_step():
@@ -267,30 +303,45 @@ def test_init_variable_is_not_a_per_batch_step():
     assert ActionStep("inc").per_batch and UpdateVariable("v", 1).per_batch
 
 
+def test_steps_are_data_only_the_interpreter_gives_them_meaning():
+    for step in _steps():
+        assert not hasattr(step, "compile") and not hasattr(step, "needs_env")
+        assert not hasattr(step, "start")
+
+
 def test_action_step_compiles_to_a_call_of_the_action():
-    fn = ActionStep("inc", (5,)).compile(StepsNums, (0,))
+    fn = compile_step(ActionStep("inc", (5,)), StepsNums, (0,)).fn
     b = StepsNums(np.arange(3), preloaded=np.arange(3))
     assert fn(b).data.tolist() == [5, 6, 7]
-    kw = ActionStep("inc", (), {"k": 2}).compile(StepsNums, (0,))
+    kw = compile_step(ActionStep("inc", (), {"k": 2}), StepsNums, (0,)).fn
     assert kw(b).data.tolist() == [2, 3, 4]
-    assert ActionStep("inc").compile(StepsNums, (0,))(b).data.tolist() == [1, 2, 3]
+    assert compile_step(ActionStep("inc"), StepsNums, (0,)).fn(b).data.tolist() == [1, 2, 3]
 
 
 def test_apply_step_compiles_plain_functions_and_actions():
     b = StepsNums(np.arange(3), preloaded=np.arange(3))
-    assert ApplyStep(double).compile(StepsNums, (0,))(b).data.tolist() == [0, 2, 4]
-    assert ApplyStep(StepsNums.inc, (10,)).compile(StepsNums, (0,))(b).data.tolist() == [10, 11, 12]
+    assert compile_step(ApplyStep(double), StepsNums, (0,)).fn(b).data.tolist() == [0, 2, 4]
+    inc = compile_step(ApplyStep(StepsNums.inc, (10,)), StepsNums, (0,))
+    assert inc.fn(b).data.tolist() == [10, 11, 12]
 
 
-def test_needs_env_is_true_only_for_models_locks_and_env_steps():
-    assert not ActionStep("inc").needs_env(StepsNums)
-    assert ActionStep("locked").needs_env(StepsNums)
-    assert not ApplyStep(double).needs_env(StepsNums)
-    assert ApplyStep(StepsNums.locked).needs_env(StepsNums)
-    assert UpdateVariable("v", 1).needs_env(StepsNums)
-    assert Maybe((ActionStep("locked"),), 0.5).needs_env(StepsNums)
-    assert not Maybe((ActionStep("inc"), InitVariable("v")), 0.5).needs_env(StepsNums)
-    assert not Join((Dataset(3),)).needs_env(StepsNums)
+def test_effectful_only_for_models_locks_env_steps_and_code_that_reaches_the_env():
+    def effectful(step):
+        (compiled,) = compile_steps((step,), StepsNums)
+        return compiled.effectful
+
+    assert not effectful(ActionStep("inc"))
+    assert effectful(ActionStep("locked"))
+    assert not effectful(ApplyStep(double))
+    assert effectful(ApplyStep(StepsNums.locked))
+    assert effectful(UpdateVariable("v", 1))
+    assert effectful(Maybe((ActionStep("locked"),), 0.5))
+    assert not effectful(Maybe((ActionStep("inc"), InitVariable("v")), 0.5))
+    (joined,) = compile_steps((Join((Dataset(3),)), ActionStep("inc")), StepsNums)
+    assert not joined.effectful  # a dataset source is read like the batch itself
+    source = Dataset(3, StepsNums).p.inc()
+    (joined,) = compile_steps((Join((source,)), ActionStep("inc")), StepsNums)
+    assert joined.effectful  # a pipeline source runs steps of its own, in order
 
 
 def test_action_names_include_nested_maybe_steps():
