@@ -127,6 +127,64 @@ def _component_property(name: str) -> property:
     return property(get, doc=f"The {name!r} component (read-only), or None if not loaded.")
 
 
+def _declare_components(cls: type[Batch], comps: Any) -> None:
+    """Check and install the ``components`` a Batch subclass declares (one property each)."""
+    if comps is None:
+        names: tuple[str, ...] = (_DATA,)
+    else:
+        if isinstance(comps, str):
+            comps = (comps,)
+        names = tuple(comps)
+        bad = [c for c in names if not isinstance(c, str) or not c.isidentifier()]
+        if bad or len(set(names)) != len(names) or not names:
+            raise TypeError(
+                f"{cls.__name__}.components must be a non-empty tuple of distinct "
+                f"identifiers, got {comps!r}"
+            )
+        reserved = [c for c in names if hasattr(Batch, c)]
+        if reserved:
+            raise TypeError(
+                f"{cls.__name__}.components {reserved} clash with Batch attributes; rename them"
+            )
+        for c in names:
+            setattr(cls, c, _component_property(c))
+    cls._component_names = names
+    cls._component_set = frozenset(names)
+    cls.components = None if names == (_DATA,) else names
+
+
+def _parse_preloaded(cls: type[Batch], preloaded: Any, n: int) -> dict[str, Any]:
+    """The frozen components of ``preloaded`` (a dict, a tuple or one array) for ``cls``."""
+    names = cls._component_names
+    items: Iterable[tuple[str, Any]]
+    if preloaded is None:
+        return {}
+    if isinstance(preloaded, Mapping):
+        unknown = [k for k in preloaded if k not in cls._component_set]
+        if unknown:
+            raise ValueError(
+                f"preloaded has components {unknown} that {cls.__name__} does not declare "
+                f"(it declares {list(names)})"
+            )
+        items = preloaded.items()
+    elif isinstance(preloaded, tuple) and names != (_DATA,):
+        if len(preloaded) != len(names):
+            raise ValueError(
+                f"preloaded is a tuple of {len(preloaded)} arrays but {cls.__name__} has "
+                f"{len(names)} components {list(names)}; pass one array per component "
+                "or a dict"
+            )
+        items = zip(names, preloaded, strict=True)
+    elif names == (_DATA,):
+        items = ((_DATA, preloaded),)
+    else:
+        raise TypeError(
+            f"preloaded for {cls.__name__} must be a dict or a tuple of arrays for "
+            f"components {list(names)}, not {type(preloaded).__name__}"
+        )
+    return {k: v for k, v in ((k, freeze(v, n, k)) for k, v in items) if v is not None}
+
+
 class Batch:
     """An immutable batch: item ids (``indices``) plus named components.
 
@@ -161,31 +219,8 @@ class Batch:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        comps = cls.__dict__.get("components", None)
         if "components" in cls.__dict__:
-            if comps is None:
-                names: tuple[str, ...] = (_DATA,)
-            else:
-                if isinstance(comps, str):
-                    comps = (comps,)
-                names = tuple(comps)
-                bad = [c for c in names if not isinstance(c, str) or not c.isidentifier()]
-                if bad or len(set(names)) != len(names) or not names:
-                    raise TypeError(
-                        f"{cls.__name__}.components must be a non-empty tuple of distinct "
-                        f"identifiers, got {comps!r}"
-                    )
-                reserved = [c for c in names if hasattr(Batch, c)]
-                if reserved:
-                    raise TypeError(
-                        f"{cls.__name__}.components {reserved} clash with Batch attributes; "
-                        "rename them"
-                    )
-                for c in names:
-                    setattr(cls, c, _component_property(c))
-            cls._component_names = names
-            cls._component_set = frozenset(names)
-            cls.components = None if names == (_DATA,) else names
+            _declare_components(cls, cls.__dict__["components"])
         # Global models (fpipe.models.ModelDefinition) are built when their class is
         # created; models depends on batch, not the other way round, hence the duck type.
         for value in list(vars(cls).values()):
@@ -210,34 +245,7 @@ class Batch:
 
     @classmethod
     def _parse_preloaded(cls, preloaded: Any, n: int) -> dict[str, Any]:
-        names = cls._component_names
-        items: Iterable[tuple[str, Any]]
-        if preloaded is None:
-            return {}
-        if isinstance(preloaded, Mapping):
-            unknown = [k for k in preloaded if k not in cls._component_set]
-            if unknown:
-                raise ValueError(
-                    f"preloaded has components {unknown} that {cls.__name__} does not declare "
-                    f"(it declares {list(names)})"
-                )
-            items = preloaded.items()
-        elif isinstance(preloaded, tuple) and names != (_DATA,):
-            if len(preloaded) != len(names):
-                raise ValueError(
-                    f"preloaded is a tuple of {len(preloaded)} arrays but {cls.__name__} has "
-                    f"{len(names)} components {list(names)}; pass one array per component "
-                    "or a dict"
-                )
-            items = zip(names, preloaded, strict=True)
-        elif names == (_DATA,):
-            items = ((_DATA, preloaded),)
-        else:
-            raise TypeError(
-                f"preloaded for {cls.__name__} must be a dict or a tuple of arrays for "
-                f"components {list(names)}, not {type(preloaded).__name__}"
-            )
-        return {k: v for k, v in ((k, freeze(v, n, k)) for k, v in items) if v is not None}
+        return _parse_preloaded(cls, preloaded, n)
 
     @classmethod
     def _make(
@@ -427,17 +435,7 @@ class Batch:
     # -- item sets ------------------------------------------------------------------------
     def select(self, positions: Any) -> Batch:
         """A new batch with the items at ``positions`` (an int array, a slice or a mask)."""
-        if isinstance(positions, slice):
-            key: Any = positions
-        else:
-            key = np.asarray(positions)
-            if key.dtype == bool:
-                if key.shape != self._indices.shape:
-                    raise ValueError(
-                        f"a mask must have one entry per item ({len(self)}), got {key.shape}"
-                    )
-            elif key.dtype.kind not in "iu":
-                raise TypeError(f"positions must be ints, a slice or a bool mask, not {key.dtype}")
+        key = _position_key(positions, self._indices.shape)
         indices = readonly(self._indices[key])
         n = len(indices)
         data = {k: freeze(v[key], n, k) for k, v in self._data.items()}
@@ -446,32 +444,7 @@ class Batch:
     @classmethod
     def merge(cls, batches: Sequence[Batch]) -> Batch:
         """Concatenate ``batches`` (items in order) into one batch of the first one's class."""
-        if not batches:
-            raise ValueError("Batch.merge needs at least one batch")
-        first = batches[0]
-        kind = type(first)
-        if len(batches) == 1:
-            return first
-        for b in batches:
-            if type(b)._component_names != kind._component_names:
-                raise TypeError(
-                    f"cannot merge {kind.__name__} with {type(b).__name__}: their components "
-                    f"differ ({list(kind._component_names)} vs {list(type(b)._component_names)})"
-                )
-        indices = readonly(np.concatenate([b._indices for b in batches]))
-        data: dict[str, Any] = {}
-        for name in kind._component_names:
-            parts = [b._data.get(name) for b in batches]
-            missing = sum(p is None for p in parts)
-            if missing == len(parts):
-                continue
-            if missing:
-                raise ValueError(
-                    f"cannot merge batches where component {name!r} is loaded in some and "
-                    "missing in others"
-                )
-            data[name] = readonly(np.concatenate(parts))  # type: ignore[arg-type]
-        return kind._make(indices, data, first._ctx)
+        return _merge(batches)
 
     def split(self, sizes: Iterable[int]) -> list[Batch]:
         """Cut the batch into consecutive batches of the given sizes (their sum <= len)."""
@@ -515,6 +488,49 @@ _new = object.__new__
 _set_indices = Batch.__dict__["_indices"].__set__
 _set_data = Batch.__dict__["_data"].__set__
 _set_ctx = Batch.__dict__["_ctx"].__set__
+
+
+def _position_key(positions: Any, shape: tuple[int, ...]) -> Any:
+    """``positions`` checked as a key into ``shape[0]`` items: a slice, int array or mask."""
+    if isinstance(positions, slice):
+        return positions
+    key = np.asarray(positions)
+    if key.dtype == bool:
+        if key.shape != shape:
+            raise ValueError(f"a mask must have one entry per item ({shape[0]}), got {key.shape}")
+    elif key.dtype.kind not in "iu":
+        raise TypeError(f"positions must be ints, a slice or a bool mask, not {key.dtype}")
+    return key
+
+
+def _merge(batches: Sequence[Batch]) -> Batch:
+    """Concatenate ``batches`` into one of the first one's class (:meth:`Batch.merge`)."""
+    if not batches:
+        raise ValueError("Batch.merge needs at least one batch")
+    first = batches[0]
+    kind = type(first)
+    if len(batches) == 1:
+        return first
+    for b in batches:
+        if type(b)._component_names != kind._component_names:
+            raise TypeError(
+                f"cannot merge {kind.__name__} with {type(b).__name__}: their components "
+                f"differ ({list(kind._component_names)} vs {list(type(b)._component_names)})"
+            )
+    indices = readonly(np.concatenate([b._indices for b in batches]))
+    data: dict[str, Any] = {}
+    for name in kind._component_names:
+        parts = [b._data.get(name) for b in batches]
+        missing = sum(p is None for p in parts)
+        if missing == len(parts):
+            continue
+        if missing:
+            raise ValueError(
+                f"cannot merge batches where component {name!r} is loaded in some and "
+                "missing in others"
+            )
+        data[name] = readonly(np.concatenate(parts))  # type: ignore[arg-type]
+    return kind._make(indices, data, first._ctx)
 
 
 def _shape(value: Any) -> str:

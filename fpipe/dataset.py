@@ -22,7 +22,7 @@ import numpy as np
 
 from .batch import Batch
 from .index import DatasetIndex
-from .values import arrays_equal
+from .values import arrays_equal, freeze_objects
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline
@@ -202,10 +202,16 @@ class Dataset:
 
 
 def _rebuild(index: DatasetIndex, batch_class: type[Batch], data: dict, source: Any) -> Dataset:
-    ds = object.__new__(Dataset)
+    # The unpickled arrays are ours alone: a plain one is made read-only in place (no copy,
+    # even when protocol 5 gives a view of the pickle's buffer); pickling loses the items'
+    # read-only flags, so an object (ragged) one has its items frozen again.
     frozen = {}
     for k, v in data.items():
-        v.flags.writeable = False
+        if v.dtype.kind == "O":
+            v = freeze_objects(v)
+        else:
+            v.flags.writeable = False
         frozen[k] = v
+    ds = object.__new__(Dataset)
     ds._set(index, batch_class, frozen, source)
     return ds

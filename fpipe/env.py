@@ -68,7 +68,8 @@ class Environment:
         if mode == "w":
             return self.set_variable(name, value)
         current = self.variables.get(name, None)
-        new = [*(current or []), value] if mode == "a" else [*(current or []), *value]
+        start = [] if current is None else list(current)
+        new = [*start, value] if mode == "a" else [*start, *value]
         return self.set_variable(name, new)
 
     def get_variable(self, name: str, *default: Any) -> Any:

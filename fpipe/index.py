@@ -179,23 +179,6 @@ def _split_sizes(n: int, shares: object) -> list[int]:
     return sizes
 
 
-def _resolve_split_seed(shuffle: object, seed: object) -> int | None:
-    if shuffle is False or shuffle is None or (isinstance(shuffle, np.bool_) and not shuffle):
-        return None
-    if shuffle is True or isinstance(shuffle, np.bool_):
-        return rng.normalize_seed(seed)
-    if _is_int_scalar(shuffle) or isinstance(shuffle, np.random.Generator):
-        if seed is not None and not (_is_int_scalar(seed) and seed == shuffle):
-            raise ValueError(
-                f"shuffle={shuffle!r} already gives the seed, and seed={seed!r} differs; "
-                "pass shuffle=True, seed=... or only shuffle=<seed>"
-            )
-        return rng.normalize_seed(shuffle, what="shuffle")
-    raise TypeError(
-        f"shuffle must be a bool, an int seed or a numpy Generator, not {type(shuffle).__name__}"
-    )
-
-
 class DatasetIndex:
     """An immutable, hashable sequence of unique item ids (ints or strings).
 
@@ -477,7 +460,7 @@ class DatasetIndex:
         """
         n = len(self._ids)
         sizes = _split_sizes(n, shares)
-        seed_int = _resolve_split_seed(shuffle, seed)
+        _, seed_int = rng.resolve_shuffle(shuffle, seed, allow_callable=False)
         if seed_int is None:
             bounds = np.cumsum([0, *sizes]).tolist()
             return tuple(self._take(slice(a, b)) for a, b in itertools.pairwise(bounds))

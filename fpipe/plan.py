@@ -209,34 +209,18 @@ class BatchPlan:
     ) -> BatchPlan:
         """Validate the arguments and resolve the seed into a reproducible plan.
 
-        The seed is ``shuffle`` itself when that is an int (``seed`` may then only repeat
-        it), one draw from ``shuffle`` when it is a numpy Generator (the plan then stores
+        ``shuffle`` and ``seed`` are resolved by :func:`fpipe.rng.resolve_shuffle`: the seed
+        is ``shuffle`` itself when that is an int (``seed`` may then only repeat it), one
+        draw from ``shuffle`` when it is a numpy Generator (the plan then stores
         ``shuffle=True``), else ``seed``: an int, a Generator (one draw) or None (fresh
         from the OS). ``n_epochs`` is stored as None when ``n_iters`` is given.
 
         >>> BatchPlan.make(10, 3, shuffle=42).seed
         42
         """
-        if isinstance(shuffle, np.random.Generator):
-            if seed is not None:
-                raise ValueError(
-                    "shuffle is a Generator, which gives the seed, and seed= is given too; "
-                    "pass only one of them"
-                )
-            resolved = rng.normalize_seed(shuffle, what="shuffle")
-            shuffle = True
-        elif _is_int(shuffle):
-            resolved = rng.normalize_seed(shuffle, what="shuffle")
-            if seed is not None and not (_is_int(seed) and seed == resolved):
-                raise ValueError(
-                    f"shuffle={shuffle!r} already gives the seed, and seed={seed!r} differs; "
-                    "pass shuffle=True, seed=... or only shuffle=<seed>"
-                )
-            shuffle = resolved
-        else:
-            if isinstance(shuffle, np.bool_):
-                shuffle = bool(shuffle)
-            resolved = rng.normalize_seed(seed)
+        shuffle, shuffle_seed = rng.resolve_shuffle(shuffle, seed, allow_callable=True)
+        # a plan always has a seed (batch randomness needs one), shuffled or not
+        resolved = rng.normalize_seed(seed) if shuffle_seed is None else shuffle_seed
         if n_iters is not None:
             n_epochs = None
         return cls(

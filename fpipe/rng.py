@@ -14,6 +14,7 @@ True
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,7 @@ __all__ = [
     "global_mark",
     "global_moved",
     "normalize_seed",
+    "resolve_shuffle",
 ]
 
 # The first element of a path says what the stream is for, so that a shuffle
@@ -65,6 +67,66 @@ def normalize_seed(seed: Any, *, what: str = "seed") -> int:
             raise ValueError(f"{what} must be non-negative, got {seed}")
         return int(seed)
     raise TypeError(f"{what} must be an int, a numpy Generator or None, not {type(seed).__name__}")
+
+
+def _is_int(x: object) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
+
+
+def resolve_shuffle(
+    shuffle: object, seed: object, *, allow_callable: bool
+) -> tuple[bool | int | Callable[..., Any], int | None]:
+    """Resolve a ``(shuffle, seed)`` pair into ``(shuffle, int seed)``, one rule for all.
+
+    * ``False`` or ``None``: no shuffling; the seed comes back as ``None`` and ``seed``
+      is left alone (not checked, not drawn from): the caller resolves it if it needs one.
+    * ``True``: the seed is ``seed`` resolved by :func:`normalize_seed` (an int, one
+      draw from a Generator, or fresh from the OS for ``None``).
+    * an int: it is the seed (returned as a plain int); ``seed`` may only repeat it.
+    * a numpy Generator: one draw from it is the seed and the shuffle becomes ``True``;
+      ``seed`` must then be ``None``.
+    * a callable ``f(positions, generator)``, only with ``allow_callable``: kept, with the
+      seed resolved as for ``True``.
+
+    numpy bools count as bools. Anything else raises ``TypeError``.
+
+    >>> resolve_shuffle(7, None, allow_callable=False)
+    (7, 7)
+    >>> resolve_shuffle(True, 3, allow_callable=False)
+    (True, 3)
+    >>> resolve_shuffle(False, 3, allow_callable=False)
+    (False, None)
+    >>> shuffle, seed = resolve_shuffle(np.random.default_rng(0), None, allow_callable=False)
+    >>> shuffle, seed == normalize_seed(np.random.default_rng(0))
+    (True, True)
+    """
+    if shuffle is None or isinstance(shuffle, (bool, np.bool_)):
+        if not shuffle:
+            return False, None
+        return True, normalize_seed(seed)
+    if isinstance(shuffle, np.random.Generator):
+        if seed is not None:
+            raise ValueError(
+                "shuffle is a Generator, which gives the seed, and seed= is given too; "
+                "pass only one of them"
+            )
+        return True, normalize_seed(shuffle, what="shuffle")
+    if _is_int(shuffle):
+        resolved = normalize_seed(shuffle, what="shuffle")
+        if seed is not None and not (_is_int(seed) and seed == resolved):
+            raise ValueError(
+                f"shuffle={shuffle!r} already gives the seed, and seed={seed!r} differs; "
+                "pass shuffle=True, seed=... or only shuffle=<seed>"
+            )
+        return resolved, resolved
+    if allow_callable and callable(shuffle):
+        return shuffle, normalize_seed(seed)
+    expected = (
+        "a bool, an int seed, a numpy Generator or a callable f(positions, generator)"
+        if allow_callable
+        else "a bool, an int seed or a numpy Generator"
+    )
+    raise TypeError(f"shuffle must be {expected}, not {type(shuffle).__name__}")
 
 
 # Further purposes (see PURPOSE_SHUFFLE / PURPOSE_BATCH above).

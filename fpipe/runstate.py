@@ -124,7 +124,7 @@ class RunState:
             current = self._env.variables[name]
             own = self._growing.get(name)
             if own is None or own is not current:
-                own = list(current or [])
+                own = [] if current is None else list(current)
                 self._growing[name] = own
                 self._env = self._env.set_variable(name, own)
             if mode == "a":

@@ -118,7 +118,7 @@ def add_steps(p, steps):
         elif kind == "init":
             p = p.init_variable(step[1], [step[2]])
         elif kind == "init_array":
-            p = p.init_variable(step[1], [step[2]])
+            p = p.init_variable(step[1], step[2])  # an array default, appended to as a list
         elif kind == "shift":
             p = p.shift(by=step[1])
         elif kind == "weigh":

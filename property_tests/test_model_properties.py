@@ -92,7 +92,9 @@ operations = st.lists(
 @given(operations, sizes)
 def test_static_factory_runs_once_for_any_derived_pipelines_and_runs(ops, n):
     before = CALLS["pt_static"]
-    template = Pipeline().init_variable("static_ids", []).init_variable("tags", []).init_model("pt_static")
+    template = (
+        Pipeline().init_variable("static_ids", []).init_variable("tags", []).init_model("pt_static")
+    )
     assert CALLS["pt_static"] == before + 1
     descriptor = template.get_model_by_name("pt_static")
     current, seen = template, [template]

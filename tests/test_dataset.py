@@ -408,3 +408,17 @@ def test_subset_of_a_subset_reads_the_right_rows():
     sub = numbers().create_subset([9, 4, 6, 1]).create_subset([6, 9])
     assert sub.create_batch([9, 6]).data.tolist() == [90, 60]
     assert [b.data.tolist() for b in sub.gen_batch(2)] == [[60, 90]]
+
+
+def test_pickled_dataset_keeps_ragged_items_immutable():
+    ds = Dataset(3, DsPair, preloaded={"xs": [[1, 2], [3], np.arange(4)], "ys": np.arange(3)})
+    back = pickle.loads(pickle.dumps(ds))
+    assert back == ds
+    b = back.create_batch([0, 2])
+    assert b.xs.dtype == object and not b.xs.flags.writeable
+    assert list(b.xs[0]) == [1, 2]
+    with pytest.raises(TypeError, match="cannot change"):
+        b.xs[0].append(4)
+    with pytest.raises(ValueError, match="read-only"):
+        b.xs[1][0] = 7
+    assert back.create_batch([0]).xs[0] == [1, 2]  # the dataset's item is unchanged

@@ -400,6 +400,10 @@ def test_split_bad_shuffle_arguments():
         DatasetIndex(10).split(0.5, shuffle="yes")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="non-negative"):
         DatasetIndex(10).split(0.5, shuffle=-1)
+    with pytest.raises(ValueError, match="pass only one of them"):
+        DatasetIndex(10).split(0.5, shuffle=np.random.default_rng(0), seed=1)
+    with pytest.raises(TypeError, match="an int seed or a numpy Generator, not function"):
+        DatasetIndex(10).split(0.5, shuffle=lambda pos, gen: pos)  # type: ignore[arg-type]
 
 
 # -- FilesIndex ------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from fpipe import (
     inbatch_parallel,
     rng,
 )
-from fpipe.rng import derive, normalize_seed
+from fpipe.rng import derive, normalize_seed, resolve_shuffle
 
 N = 12
 
@@ -360,3 +360,48 @@ def test_the_global_rng_is_detected_on_dask_workers_too(dask_client):
 @pytest.mark.slow
 def test_worker_processes_that_draw_only_from_batch_random_do_not_warn():
     dataset().p.draw_a().draw_b().run(3, seed=1, executor=ProcessExecutor(1))  # warnings are errors
+
+
+# -- resolve_shuffle: one rule for BatchPlan.make and DatasetIndex.split -----------------------
+
+
+@pytest.mark.parametrize("off", [False, None, np.False_])
+def test_resolve_shuffle_off_leaves_the_seed_alone(off):
+    gen = np.random.default_rng(0)
+    before = gen.bit_generator.state
+    assert resolve_shuffle(off, gen, allow_callable=False) == (False, None)
+    assert gen.bit_generator.state == before  # not drawn from
+
+
+def test_resolve_shuffle_true_resolves_seed():
+    assert resolve_shuffle(np.True_, 5, allow_callable=False) == (True, 5)
+    shuffle, seed = resolve_shuffle(True, None, allow_callable=False)
+    assert shuffle is True and isinstance(seed, int) and seed >= 0
+
+
+def test_resolve_shuffle_int_is_the_seed():
+    shuffle, seed = resolve_shuffle(np.int64(4), 4, allow_callable=False)
+    assert (shuffle, seed) == (4, 4) and type(shuffle) is int and type(seed) is int
+    with pytest.raises(ValueError, match="shuffle=4 already gives the seed, and seed=5 differs"):
+        resolve_shuffle(4, 5, allow_callable=True)
+    with pytest.raises(ValueError, match="shuffle must be non-negative"):
+        resolve_shuffle(-1, None, allow_callable=False)
+
+
+def test_resolve_shuffle_generator_gives_one_draw():
+    shuffle, seed = resolve_shuffle(np.random.default_rng(2), None, allow_callable=False)
+    assert shuffle is True and seed == normalize_seed(np.random.default_rng(2))
+    with pytest.raises(ValueError, match="pass only one of them"):
+        resolve_shuffle(np.random.default_rng(2), 3, allow_callable=False)
+
+
+def test_resolve_shuffle_callable_only_where_allowed():
+    def fn(positions, generator):
+        return positions
+
+    shuffle, seed = resolve_shuffle(fn, 9, allow_callable=True)
+    assert shuffle is fn and seed == 9
+    with pytest.raises(TypeError, match="an int seed or a numpy Generator, not function"):
+        resolve_shuffle(fn, 9, allow_callable=False)
+    with pytest.raises(TypeError, match=r"or a callable f\(positions, generator\), not str"):
+        resolve_shuffle("yes", None, allow_callable=True)

@@ -1,0 +1,99 @@
+"""fpipe.algebra: a pipeline is a value that nothing a caller does later can change,
+and whose equality means "runs alike"."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+
+from fpipe import Batch, Dataset, Pipeline, action
+from fpipe.values import FrozenDict, FrozenList
+
+
+class AlgNums(Batch):
+    @action
+    def scale(self, k):
+        return self.replace(data=self.data * k)
+
+    @action
+    def pick(self, rows):
+        return self.replace(data=self.data + len(rows))
+
+    @action
+    def tally(self):
+        self.pipeline.update_variable("seen", 1, mode="a")
+        return self
+
+
+DS = Dataset(4, AlgNums, preloaded=np.ones(4))
+
+
+def first_data(p):
+    return (p << DS).next_batch(4).data.tolist()
+
+
+def test_an_array_argument_is_taken_over_read_only_when_the_step_is_made():
+    a = np.ones(4)
+    p = Pipeline().scale(a)
+    a[:] = 5  # the caller writes to their array afterwards...
+    assert first_data(p) == [1.0] * 4  # ...and the pipeline computes what it did before
+    stored = p.steps[0].args[0]
+    assert stored is not a and not stored.flags.writeable
+    with pytest.raises(ValueError, match="read-only"):
+        stored[0] = 9
+    assert p == Pipeline().scale(np.ones(4)) != Pipeline().scale(a)
+
+
+def test_keyword_and_container_arguments_cannot_be_edited_through_the_pipeline():
+    rows = [1, 2]
+    p = Pipeline().scale(k=2).pick(rows=rows)
+    with pytest.raises(TypeError):
+        p.steps[0].kwargs["k"] = 3  # a persistent map: no item assignment
+    rows.append(3)  # the caller's list is not the step's
+    frozen = p.steps[1].kwargs["rows"]
+    assert isinstance(frozen, FrozenList) and frozen == [1, 2]
+    with pytest.raises(TypeError, match="cannot change"):
+        frozen.append(4)
+    assert first_data(p) == [4.0] * 4  # 1 * 2 + len([1, 2])
+    nested = Pipeline().pick(rows={"a": [np.zeros(1)]}).steps[0].kwargs["rows"]
+    assert isinstance(nested, FrozenDict) and not nested["a"][0].flags.writeable
+
+
+def test_a_run_result_is_not_its_definition_because_it_runs_differently():
+    t = (Pipeline().init_variable("seen", []).tally()) << Dataset(2, AlgNums)
+    r = t.run(1)
+    assert r.get_variable("seen") == [1, 1]
+    assert r != t  # r's runs continue from its variables, t's start afresh
+    assert r.run(1).get_variable("seen") == [1, 1, 1, 1]
+    assert t.run(1).get_variable("seen") == [1, 1]
+    assert r == t.run(1)  # results of equal pipelines are equal...
+    assert pickle.loads(pickle.dumps(r)) == r  # ...and survive pickling
+    assert "result_variables=['seen']" in repr(r)
+
+
+def test_times_zero_keeps_the_dataset_and_config_of_a_linked_pipeline():
+    p = (Pipeline({"c": 1}).scale(2) << DS) * 0
+    assert p == Pipeline({"c": 1}) << DS
+    assert hash(p) == hash(Pipeline({"c": 1}) << DS)
+    assert p.steps == ()
+
+
+def test_a_config_is_frozen_when_given():
+    config = {"net": {"units": [8, 8]}}
+    p = Pipeline(config)
+    config["net"]["units"].append(16)
+    assert p.config["net"]["units"] == [8, 8]
+    with pytest.raises(TypeError):
+        p.config["net"]["units"].append(16)
+
+
+def test_datasets_and_pipelines_combine_only_with_the_linking_operators():
+    with pytest.raises(TypeError, match="link it with `pipeline << dataset`"):
+        Pipeline() + DS
+    with pytest.raises(TypeError, match="wrong way round"):
+        DS << Pipeline()
+    with pytest.raises(TypeError, match="add pipelines with `\\+`"):
+        Pipeline() << Pipeline()
+    assert DS >> Pipeline().scale(2) == Pipeline().scale(2) << DS
