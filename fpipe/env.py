@@ -26,7 +26,7 @@ from pyrsistent import PMap, pmap
 from .errors import ModelError, did_you_mean
 from .models import ModelDefinition, definitions_of
 
-__all__ = ["UPDATE_MODES", "Environment", "resolve_model", "update_mode"]
+__all__ = ["UPDATE_MODES", "Environment", "appendable", "resolve_model", "update_mode"]
 
 # Update modes of a variable: each accepted spelling and what it means.
 UPDATE_MODES = {"w": "w", "write": "w", "a": "a", "append": "a", "e": "e", "extend": "e"}
@@ -67,8 +67,7 @@ class Environment:
         mode = update_mode(mode)
         if mode == "w":
             return self.set_variable(name, value)
-        current = self.variables.get(name, None)
-        start = [] if current is None else list(current)
+        start = appendable(self.variables.get(name, None))
         new = [*start, value] if mode == "a" else [*start, *value]
         return self.set_variable(name, new)
 
@@ -101,6 +100,18 @@ class Environment:
             object.__setattr__(self, k, pmap(state.get(k, {})))
         object.__setattr__(self, "declared", pmap())
         object.__setattr__(self, "locks", frozenset())
+
+
+def appendable(current: Any) -> list[Any]:
+    """A variable's value as the list an append or extend starts from: a new list of its
+    items (an array's rows too); ``None`` or an empty default (``0``, ``""``) is ``[]``.
+
+    >>> appendable(None), appendable(0), appendable((1, 2))
+    ([], [], [1, 2])
+    """
+    if current is None or (not hasattr(current, "__len__") and not current):
+        return []
+    return list(current)
 
 
 _MISSING = object()

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import rng
-from .env import Environment, resolve_model, update_mode
+from .env import Environment, appendable, resolve_model, update_mode
 from .errors import UndeclaredEffectError, UnknownVariableError, did_you_mean
 from .models import model_config
 
@@ -124,7 +124,7 @@ class RunState:
             current = self._env.variables[name]
             own = self._growing.get(name)
             if own is None or own is not current:
-                own = [] if current is None else list(current)
+                own = appendable(current)
                 self._growing[name] = own
                 self._env = self._env.set_variable(name, own)
             if mode == "a":
