@@ -214,15 +214,6 @@ def value_hash(value: Any) -> int:
         return hash(type(value).__name__)
 
 
-def sole_owner(arr: np.ndarray) -> bool:
-    """Whether nothing but the caller's own frame refers to ``arr`` (a fresh temporary).
-
-    CPython counts references: the caller's binding and this call's argument make 2.
-    """
-    getrefcount = getattr(sys, "getrefcount", None)
-    return getrefcount is not None and getrefcount(arr) <= 3
-
-
 # -- taking ownership of arrays (Batch components) ---------------------------------------
 def own(arr: np.ndarray) -> np.ndarray:
     """``arr`` as a read-only array that nobody can write to any more, copying only if needed.
