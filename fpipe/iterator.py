@@ -361,8 +361,7 @@ def _stream_opener(batch_size: int) -> Any:
     """How a run's ``merge`` steps open their sources: an endless run of each, seeded."""
 
     def open_stream(source: Pipeline, seed: int) -> Iterator[Batch]:
-        it = source._iterator({**source._run_args((batch_size,)), "n_epochs": None, "seed": seed})
-        return it
+        return source._iterator({**source._run_args((batch_size,)), "n_epochs": None, "seed": seed})
 
     return open_stream
 
