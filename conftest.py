@@ -10,6 +10,11 @@ from hypothesis import HealthCheck, settings
 settings.register_profile(
     "fpipe", deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True
 )
+# CI's second pytest pass (scripts/test.sh: `-m slow --hypothesis-profile=slow`) runs the
+# tests marked slow under this profile. A property that sets no max_examples gets 1,000
+# there; one with a budget of its own chooses it by the profile, e.g. `max_examples=300 if
+# settings.default.max_examples >= 1000 else 25` (`budget` in test_lose_nothing.py).
+settings.register_profile("slow", settings.get_profile("fpipe"), max_examples=1000)
 settings.load_profile("fpipe")
 
 

@@ -24,6 +24,8 @@ from sklearn.datasets import load_digits
 
 from fpipe import ActionError, Batch, Checkpoint, Dataset, Pipeline, ProcessExecutor, action
 
+CRASH_AT = "FPIPE_EXAMPLE_CRASH_AT"  # the environment variable that simulates a crash
+
 
 class NoisyDigits(Batch):
     components = ("images", "labels")
@@ -47,8 +49,8 @@ class NoisyDigits(Batch):
 
     @action
     def crash_if_asked(self):
-        """Raise at the batch the config names: a stand-in for a crash or a kill."""
-        if self.pipeline.iteration == self.pipeline.config.get("crash_at"):
+        """Raise at the batch $CRASH_AT names: a stand-in for a crash or a kill."""
+        if str(self.pipeline.iteration) == os.environ.get(CRASH_AT):
             raise RuntimeError(f"simulated crash at batch {self.pipeline.iteration}")
         return self
 
@@ -108,11 +110,13 @@ def checkpointed_training() -> None:
     whole = (steps << ds).run(**run).get_variable("w")
 
     ckpt = Checkpoint(os.path.join(tempfile.mkdtemp(), "train.ckpt"), every=10)
-    crashing = Pipeline({"crash_at": 85}) + steps << ds
+    os.environ[CRASH_AT] = "85"
     try:
-        crashing.run(**run, checkpoint=ckpt)
+        (steps << ds).run(**run, checkpoint=ckpt)
     except ActionError as error:
         print(f"training stopped: {error.__cause__}; the checkpoint holds 80 batches")
+    finally:
+        del os.environ[CRASH_AT]
     resumed = (steps << ds).run(**run, checkpoint=ckpt).get_variable("w")
     same = np.array_equal(whole, resumed)
     predicted = ((digits.data / 16.0) @ resumed).argmax(axis=1)

@@ -35,7 +35,8 @@ from .iterator import PipelineIterator
 from .models import model
 from .parallel import inbatch_parallel
 from .pipeline import Pipeline
-from .plan import BatchPlan, IterState
+from .plan import BatchPlan
+from .state import IterState
 
 __version__ = "0.1.0"
 

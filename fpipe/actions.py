@@ -40,6 +40,7 @@ it and shows the declaration to add; it is never run a second time.
 from __future__ import annotations
 
 import functools
+import inspect
 import types
 from collections.abc import Callable, Iterator
 from typing import Any, overload
@@ -54,6 +55,8 @@ __all__ = [
     "explain_readonly",
     "mentions_env",
 ]
+
+_POSITIONAL = inspect.Parameter.POSITIONAL_OR_KEYWORD
 
 # A function whose code uses one of these names may reach the run's environment.
 ENV_NAMES = frozenset({"pipeline", "get_model_by_name"})
@@ -87,6 +90,8 @@ class ActionDefinition:
                 "model=/use_lock=: an action that uses a model or a lock is effectful. Drop "
                 "effects=False."
             )
+        if model is not None:
+            _check_takes_model(fn, model)
         self.fn = fn
         self.effects = effects
         self.model = model
@@ -150,6 +155,30 @@ class ActionDefinition:
         if self.owner is not None and _importable(self.owner):
             return (getattr, (self.owner, self.name))
         return (_by_value, (self.fn, self.model, self.use_lock, self.name, self.effects))
+
+
+def _check_takes_model(fn: Callable[..., Any], model: str) -> None:
+    """Refuse an ``@action(model=...)`` function with no parameter for the model."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):  # a callable without an introspectable signature
+        return
+    try:
+        sig.bind_partial(None, None)  # (self, model)
+    except TypeError:
+        name = getattr(fn, "__name__", "action")
+        params = list(sig.parameters.values())
+        first = params[0] if params else inspect.Parameter("self", _POSITIONAL)
+        model_param = inspect.Parameter("model", _POSITIONAL)
+        try:
+            fixed = str(sig.replace(parameters=[first, model_param, *params[1:]]))
+        except ValueError:
+            fixed = f"({first.name}, model, ...)"
+        raise TypeError(
+            f"@action(model={model!r}) passes the model as the first argument after "
+            f"{first.name}, but {name}{sig} has no parameter for it: write "
+            f"`def {name}{fixed}:`"
+        ) from None
 
 
 def _importable(cls: type) -> bool:

@@ -26,7 +26,7 @@ from pyrsistent import PMap, pmap
 from .dataset import Dataset
 from .declarations import Declarations
 from .env import Environment
-from .errors import PipelineDefinitionError
+from .errors import PipelineDefinitionError, UnknownActionError, did_you_mean
 from .steps import ActionStep, ApplyStep, Join, Maybe, Merge, Rebatch, Step, action_definition
 from .values import freeze_kwargs, value_hash, values_equal
 
@@ -195,10 +195,7 @@ class PipelineValue(Declarations):
     def __add__(self, other: object) -> Any:
         if not isinstance(other, PipelineValue):
             if isinstance(other, Dataset):
-                raise TypeError(
-                    "cannot add a dataset to a pipeline: link it with `pipeline << dataset` "
-                    "(or `dataset >> pipeline`)"
-                )
+                raise TypeError(_ADD_DATASET)
             return NotImplemented
         dataset = self._dataset
         if other._dataset is not None:
@@ -223,6 +220,11 @@ class PipelineValue(Declarations):
             lazy=self._lazy if self._lazy is not None else other._lazy,
             models=_union(self._models, other._models),
         )
+
+    def __radd__(self, other: object) -> Any:
+        if isinstance(other, Dataset):
+            raise TypeError(_ADD_DATASET)
+        return NotImplemented
 
     def __mul__(self, n: object) -> Any:
         if isinstance(n, bool) or not isinstance(n, numbers.Integral):
@@ -263,12 +265,29 @@ class PipelineValue(Declarations):
             return self << other
         return NotImplemented
 
+    def __rshift__(self, other: object) -> Any:
+        if isinstance(other, Dataset):
+            raise TypeError(
+                "`pipeline >> dataset` is the wrong way round: link with `pipeline << dataset` "
+                "or `dataset >> pipeline`"
+            )
+        return NotImplemented
+
     # -- steps ----------------------------------------------------------------------------
     def __getattr__(self, name: str) -> Callable[..., Any]:
         if name.startswith("_"):
             raise AttributeError(name)
         if self._dataset is not None:
-            action_definition(self._dataset.batch_class, name)
+            try:
+                action_definition(self._dataset.batch_class, name)
+            except UnknownActionError as exc:
+                methods = [n for n in dir(type(self)) if not n.startswith("_")]
+                hint = did_you_mean(name, methods)
+                if not hint or "Did you mean" in str(exc):
+                    raise
+                raise UnknownActionError(
+                    f"{exc}{hint.replace('Did you mean', 'Or did you mean the pipeline method')}"
+                ) from None
 
         def add_step(*args: Any, **kwargs: Any) -> Any:
             return self._with_steps(ActionStep(name, args, kwargs))
@@ -317,6 +336,12 @@ class PipelineValue(Declarations):
         ):
             raise ValueError(f"rebatch needs a positive int batch_size, not {batch_size!r}")
         return self._with_steps(Rebatch(int(batch_size), merge_fn))
+
+
+_ADD_DATASET = (
+    "cannot add a dataset and a pipeline with `+`: link the dataset with `pipeline << dataset` "
+    "or `dataset >> pipeline`"
+)
 
 
 def _validate(steps: tuple[Step, ...], batch_class: type) -> None:

@@ -164,7 +164,8 @@ def _parse_preloaded(cls: type[Batch], preloaded: Any, n: int) -> dict[str, Any]
         if unknown:
             raise ValueError(
                 f"preloaded has components {unknown} that {cls.__name__} does not declare "
-                f"(it declares {list(names)})"
+                f"(it declares {list(names)}).{did_you_mean(str(unknown[0]), names)} Declare "
+                "them in `components` to preload them."
             )
         items = preloaded.items()
     elif isinstance(preloaded, tuple) and names != (_DATA,):
@@ -176,13 +177,40 @@ def _parse_preloaded(cls: type[Batch], preloaded: Any, n: int) -> dict[str, Any]
             )
         items = zip(names, preloaded, strict=True)
     elif names == (_DATA,):
+        if isinstance(preloaded, tuple) and _one_array_each(preloaded, n):
+            k = len(preloaded)
+            listed = ", ".join(f'"{c}"' for c in ("x", "y", "z", "w")[:k]) if k <= 4 else "..."
+            declare = f"components = ({listed})"
+            fix = (
+                f"declare them in a subclass: `class MyBatch(Batch): {declare}`, then "
+                f"`Dataset({n}, MyBatch, preloaded=(...))`"
+                if cls is Batch
+                else f"declare them in {cls.__name__}: `{declare}`"
+            )
+            raise ValueError(
+                f"preloaded is a tuple of {k} arrays, but {cls.__name__} declares no "
+                f"components, so it holds one array (`data`). To preload one array per "
+                f"component, {fix}; or pass one array."
+            )
         items = ((_DATA, preloaded),)
+    elif len(names) == 1:
+        items = ((names[0], preloaded),)  # one component: its array, bare
     else:
         raise TypeError(
             f"preloaded for {cls.__name__} must be a dict or a tuple of arrays for "
             f"components {list(names)}, not {type(preloaded).__name__}"
         )
     return {k: v for k, v in ((k, freeze(v, n, k)) for k, v in items) if v is not None}
+
+
+def _one_array_each(parts: tuple[Any, ...], n: int) -> bool:
+    """Whether ``parts`` looks like one array per component rather than ``n`` items:
+    at least two arrays, and not one per item."""
+    return (
+        len(parts) >= 2
+        and len(parts) != n
+        and all(isinstance(p, np.ndarray) and p.ndim >= 1 for p in parts)
+    )
 
 
 class Batch:
@@ -260,6 +288,19 @@ class Batch:
 
     def _with_ctx(self, ctx: BatchContext | None) -> Batch:
         return self._make(self._indices, self._data, ctx)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached when normal lookup fails: an unknown component or attribute.
+        if name.startswith("_"):
+            raise AttributeError(name)
+        cls = type(self)
+        comps = list(cls._component_names)
+        known = [*comps, *(n for n in dir(cls) if not n.startswith("_"))]
+        hint = did_you_mean(name, known)
+        raise AttributeError(
+            f"{cls.__name__} has no component or attribute {name!r}.{hint} Its components: "
+            f"{comps}; declare a new one in `components` to add it"
+        )
 
     # -- immutability -------------------------------------------------------------------
     def __setattr__(self, name: str, value: Any) -> None:
@@ -469,8 +510,12 @@ class _Item:
     def __getattr__(self, name: str) -> Any:
         batch = self._batch
         if name not in batch._component_set:
+            if name.startswith("_"):
+                raise AttributeError(name)
+            comps = list(batch._component_names)
             raise AttributeError(
-                f"item has no component {name!r}; components: {list(batch._component_names)}"
+                f"item has no component {name!r}.{did_you_mean(name, comps)} Its components: "
+                f"{comps}"
             )
         value = batch._data.get(name)
         return None if value is None else value[self._pos]

@@ -7,6 +7,13 @@ checkpoint, it resumes after the last saved batch and ends with the same result 
 a run that was never interrupted (given actions that are functions of the batch,
 ``batch.random`` and the environment).
 
+The file starts with a line naming the format and the SHA-256 of everything after
+it; then comes the iteration state as JSON and the pickled environment. Loading checks
+the format and the digest before reading anything, so a flipped byte or a cut-off
+file is reported as a corrupt checkpoint, never unpickled. The environment part is a
+pickle: load only checkpoints your own runs wrote. The folder must exist: a
+checkpoint in a missing folder fails before the first batch.
+
 >>> import tempfile, os, numpy as np
 >>> from fpipe import Dataset
 >>> path = os.path.join(tempfile.mkdtemp(), "run.ckpt")
@@ -17,6 +24,8 @@ a run that was never interrupted (given actions that are functions of the batch,
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import pickle
 from dataclasses import dataclass
@@ -25,13 +34,16 @@ from typing import TYPE_CHECKING, Any
 from pyrsistent import pmap
 
 from .env import Environment
-from .errors import FpipeError
-from .plan import IterState
+from .errors import FpipeError, ResumeError
+from .state import IterState
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline
 
 __all__ = ["Checkpoint"]
+
+_MAGIC = b"fpipe-checkpoint/2\n"
+_DIGEST_LINE = 64 + 1  # sha256 hex and a newline
 
 
 @dataclass(frozen=True)
@@ -45,50 +57,62 @@ class Checkpoint:
     def __post_init__(self) -> None:
         if isinstance(self.every, bool) or not isinstance(self.every, int) or self.every < 1:
             raise ValueError(f"Checkpoint(every=...) must be a positive int, not {self.every!r}")
+        if not isinstance(self.path, (str, os.PathLike)):
+            raise TypeError(f"Checkpoint(path=...) must be a str or path, not {self.path!r}")
 
     def load(self) -> tuple[IterState, Environment] | None:
         """The saved state and environment, or None if nothing was saved yet."""
         try:
             with open(self.path, "rb") as f:
-                saved = pickle.load(f)
+                data = f.read()
         except FileNotFoundError:
             return None
-        except (pickle.UnpicklingError, EOFError, ValueError) as exc:
-            raise FpipeError(
-                f"checkpoint {self.path} is corrupt or not an fpipe checkpoint "
-                f"({type(exc).__name__}: {exc}); delete it to start the run afresh"
-            ) from exc
-        if not isinstance(saved, dict) or "state" not in saved or "variables" not in saved:
-            raise FpipeError(
-                f"checkpoint {self.path} is not an fpipe checkpoint (it holds a "
-                f"{type(saved).__name__}, not a dict with 'state' and 'variables'); "
-                "delete it to start the run afresh"
-            )
+        if not data.startswith(_MAGIC):
+            self._corrupt("it does not start with fpipe's checkpoint header")
+        digest_line = data[len(_MAGIC) : len(_MAGIC) + _DIGEST_LINE]
+        body = data[len(_MAGIC) + _DIGEST_LINE :]
+        if digest_line != hashlib.sha256(body).hexdigest().encode() + b"\n":
+            self._corrupt("its content does not match its SHA-256: a byte changed or it was cut")
+        header, _, payload = body.partition(b"\n")
+        try:
+            state = IterState.from_dict(json.loads(header))
+            saved = pickle.loads(payload)
+        except Exception as exc:  # the digest matched: an fpipe of another version wrote it
+            self._corrupt(f"it cannot be read: {type(exc).__name__}: {exc}", exc)
+        if not isinstance(saved, dict) or not isinstance(saved.get("variables"), dict):
+            self._corrupt("it holds no variables")
         env = Environment(
             variables=pmap(saved["variables"]),
             static=pmap(saved.get("static", {})),
             dynamic=pmap(saved.get("dynamic", {})),
         )
-        return IterState.from_dict(saved["state"]), env
+        return state, env
+
+    def _corrupt(self, why: str, cause: BaseException | None = None) -> Any:
+        raise FpipeError(
+            f"checkpoint {os.fspath(self.path)} is corrupt: {why}. Delete it to start the run "
+            "afresh, or restore it from a copy."
+        ) from cause
 
     def save(self, state: IterState, env: Environment) -> None:
         """Write ``state`` and ``env`` atomically (a crash leaves the previous save intact)."""
-        payload: dict[str, Any] = {"state": state.to_dict(), "variables": dict(env.variables)}
+        payload: dict[str, Any] = {"variables": dict(env.variables)}
         if self.models:
             payload["static"] = dict(env.static)
             payload["dynamic"] = dict(env.dynamic)
         try:
-            data = pickle.dumps(payload)
+            pickled = pickle.dumps(payload)
         except Exception as exc:
             raise FpipeError(
-                f"cannot checkpoint the run to {self.path}: {type(exc).__name__}: {exc}. "
-                "Keep model weights in pipeline variables (numpy arrays pickle), or pass "
-                "Checkpoint(..., models=False) and save the model yourself."
+                f"cannot checkpoint the run to {os.fspath(self.path)}: {type(exc).__name__}: "
+                f"{exc}. Keep model weights in pipeline variables (numpy arrays pickle), or "
+                "pass Checkpoint(..., models=False) and save the model yourself."
             ) from exc
+        body = json.dumps(state.to_dict()).encode() + b"\n" + pickled
+        data = _MAGIC + hashlib.sha256(body).hexdigest().encode() + b"\n" + body
         import tempfile
 
-        folder = os.path.dirname(os.path.abspath(self.path))
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".fpipe-ckpt-")
+        fd, tmp = tempfile.mkstemp(dir=self._folder(), prefix=".fpipe-ckpt-")
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
@@ -100,11 +124,34 @@ class Checkpoint:
                 os.unlink(tmp)
             raise
 
+    def _folder(self) -> str:
+        folder = os.path.dirname(os.path.abspath(self.path))
+        if not os.path.isdir(folder):
+            raise FpipeError(
+                f"cannot checkpoint to {os.fspath(self.path)}: the folder {folder} does not "
+                f"exist. Create it first (os.makedirs({folder!r}, exist_ok=True)) or choose "
+                "another path."
+            )
+        if not os.access(folder, os.W_OK):
+            raise FpipeError(
+                f"cannot checkpoint to {os.fspath(self.path)}: the folder {folder} is not "
+                "writable. Choose another path."
+            )
+        return folder
+
     def run(self, pipeline: Pipeline, params: dict[str, Any]) -> Pipeline:
         """Run ``pipeline`` to the end, resuming from and saving to this checkpoint."""
+        self._folder()  # before any work
         saved = self.load()
         state, restore = saved if saved is not None else (None, None)
-        with pipeline._iterator(params, state=state, restore=restore) as it:
+        try:
+            it = pipeline._iterator(params, state=state, restore=restore)
+        except ResumeError as exc:
+            raise ResumeError(
+                f"checkpoint {os.fspath(self.path)} was saved by another run: {exc}\nTo start "
+                f"this run afresh, delete {os.fspath(self.path)} or checkpoint to another path."
+            ) from exc
+        with it:
             for k, _ in enumerate(it, start=1):
                 if k % self.every == 0:
                     self.save(it.get_state(), it.env)

@@ -135,9 +135,17 @@ class Dataset:
 
     def __rshift__(self, pipeline: Any) -> Any:
         """``dataset >> pipeline`` links the pipeline to this dataset."""
+        if not isinstance(pipeline, self._pipeline_type):
+            raise TypeError(
+                f"`dataset >> x` links a pipeline x to the dataset, but x is {pipeline!r} "
+                f"({type(pipeline).__name__}): link with `pipeline << dataset` or "
+                "`dataset >> pipeline`"
+            )
         return pipeline << self
 
     def __lshift__(self, other: object) -> Any:
+        if not isinstance(other, self._pipeline_type):
+            return NotImplemented
         raise TypeError(
             "`dataset << pipeline` is the wrong way round: link with `pipeline << dataset` "
             "or `dataset >> pipeline`"
@@ -194,7 +202,7 @@ class Dataset:
         """The next batch; successive calls with the same arguments continue one iteration
         (kept beside this dataset object, never in its value)."""
         p = self.p
-        return p._next_of(self, p, p._run_args((batch_size, *args), kwargs))
+        return p._next_of(self, p, p._run_args((batch_size, *args), kwargs, "next_batch"))
 
     def reset(self) -> None:
         """Forget the iteration that :meth:`next_batch` continues."""

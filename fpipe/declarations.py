@@ -152,9 +152,14 @@ class Declarations:
                 "needs no init_model. Use it directly with @action(model=...)."
             )
         if config is not None and not isinstance(config, Mapping):
-            raise TypeError(f"init_model config must be a dict, got {type(config).__name__}")
+            raise TypeError(
+                f"init_model({definition.name!r}, config=...): config must be a dict, got "
+                f"{type(config).__name__} {config!r}; e.g. `init_model({definition.name!r}, "
+                "{'units': 32})`"
+            )
         step = InitModel(definition.name, definition, config or {})
         if definition.mode == "dynamic":
+            model_config(self._config, definition.name, step.config)  # check the config now
             return self._with_steps(step)
         descriptor = definition.build(
             _StaticView(self), model_config(self._config, definition.name, step.config)

@@ -116,7 +116,7 @@ class ResumeError(FpipeError, ValueError):
 
 def did_you_mean(name: str, known: Iterable[str]) -> str:
     """A ' Did you mean ...?' hint for a misspelt ``name``, or ''."""
-    close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.6)
+    close = difflib.get_close_matches(name, list(dict.fromkeys(known)), n=3, cutoff=0.6)
     if not close:
         return ""
     return " Did you mean " + " or ".join(repr(c) for c in close) + "?"

@@ -6,6 +6,11 @@ Dask cluster. The rest runs on the driver, one batch at a time and in batch orde
 the run's environment evolves exactly as in a sequential run. Which steps are pure is
 known before any of them runs: no step is ever run twice.
 
+An executor holds configuration only. Each run opens a :class:`Session` of its own
+(its workers, its job), so one executor serves runs in several threads at once and a
+run nested in a step of another. An error reaches the caller when its batch is due,
+without waiting for later batches still in flight; their workers go once they finish.
+
 >>> resolve_executor(None, prefetch=0) is None   # sequential: everything on the driver
 True
 >>> type(resolve_executor(None, prefetch=4)).__name__
@@ -20,7 +25,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 
@@ -33,7 +38,7 @@ from .runstate import BatchContext, RunState
 from .steps import Join, Rebatch, Step
 
 if TYPE_CHECKING:
-    from concurrent.futures import Future, ThreadPoolExecutor
+    from concurrent.futures import Future
 
 __all__ = [
     "DaskExecutor",
@@ -41,6 +46,7 @@ __all__ = [
     "Job",
     "Prepared",
     "ProcessExecutor",
+    "Session",
     "Task",
     "ThreadExecutor",
     "resolve_executor",
@@ -143,46 +149,100 @@ def work(job: Job, task: Task, local: Prepared | None = None) -> tuple[Any, int,
     return (*result, mark is not None and rng.global_moved(mark))
 
 
-class Executor:
-    """Base class: ``open`` once per run, ``submit`` one task per batch, ``close`` at the end."""
+class Session:
+    """One run's use of an executor: ``submit`` one task per batch (a handle with
+    ``result()`` and ``cancel()``), at most ``window`` ahead, then ``close``.
+
+    Everything a run needs from its workers lives here, never in the executor, so one
+    executor serves any number of runs at once, nested ones included.
+    """
 
     window = 1
-
-    def open(self, job: Job, run: RunState) -> None:
-        raise NotImplementedError
 
     def submit(self, task: Task) -> Any:
         raise NotImplementedError
 
-    def close(self) -> None:
+    def close(self, wait: bool = True) -> None:
+        """Stop the workers; with ``wait``, until they have stopped. Later calls do nothing.
+
+        After an error a run closes without waiting: a batch still running finishes
+        on its own, and its worker then goes.
+        """
         raise NotImplementedError
 
 
-class ThreadExecutor(Executor):
-    """Prepare up to ``workers`` batches ahead on threads of this process."""
+class Executor:
+    """Base class: where batches are prepared. It holds configuration only;
+    ``open(job, run)`` starts a :class:`Session` for one run."""
+
+    window = 1
+
+    def open(self, job: Job, run: RunState) -> Session:
+        raise NotImplementedError
+
+
+class _ByConfig:
+    """Equal (and hashed) by class and configuration: an executor is a value."""
+
+    def _config(self) -> tuple[Any, ...]:
+        raise NotImplementedError
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, _ByConfig)
+        return self._config() == other._config()
+
+    def __hash__(self) -> int:
+        return hash((type(self).__qualname__, self._config()))
+
+
+class ThreadExecutor(_ByConfig, Executor):
+    """Prepare up to ``workers`` batches ahead on threads of this process (each run
+    starts threads of its own).
+
+    >>> ThreadExecutor(3)
+    ThreadExecutor(workers=3)
+    """
 
     def __init__(self, workers: int = 2) -> None:
         if workers < 1:
             raise ValueError(f"ThreadExecutor needs at least one worker, got {workers}")
         self.window = workers
-        self._pool: ThreadPoolExecutor | None = None
 
-    def open(self, job: Job, run: RunState) -> None:
+    @property
+    def workers(self) -> int:
+        return self.window
+
+    def open(self, job: Job, run: RunState) -> Session:
+        return _ThreadSession(job, run, self.window)
+
+    def _config(self) -> tuple[Any, ...]:
+        return (self.window,)
+
+    def __repr__(self) -> str:
+        return f"ThreadExecutor(workers={self.window})"
+
+
+class _ThreadSession(Session):
+    """A run's thread pool; the workers share the driver's run state."""
+
+    def __init__(self, job: Job, run: RunState, workers: int) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
+        self.window = workers
         self._job = job
         self._local = Prepared.of(job, run)
-
-        self._pool = ThreadPoolExecutor(self.window, thread_name_prefix="fpipe-prefetch")
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="fpipe-prefetch")
+        self._closed = False
 
     def submit(self, task: Task) -> Future:
-        assert self._pool is not None
         return self._pool.submit(work, self._job, task, self._local)
 
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+    def close(self, wait: bool = True) -> None:
+        if not self._closed:
+            self._closed = True
+            self._pool.shutdown(wait=wait, cancel_futures=True)
 
 
 _process_job: Job | None = None
@@ -195,7 +255,45 @@ def _process_init(payload: bytes) -> None:
 
 def _process_work(task: Task) -> tuple[Any, int, bool]:
     assert _process_job is not None
-    return work(_process_job, task)
+    try:
+        return work(_process_job, task)
+    except Exception as exc:
+        raise _WorkerError.of(exc) from None
+
+
+class _WorkerError(Exception):
+    """An error in a worker process, with what pickling it would lose: its cause (the
+    action's own exception) and the worker's traceback. The driver raises ``error``
+    from ``cause``, as a thread would have."""
+
+    def __init__(self, error: BaseException, cause: BaseException | None, trace: str) -> None:
+        super().__init__(error, cause, trace)
+        self.error, self.cause, self.trace = error, cause, trace
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_WorkerError, (self.error, self.cause, self.trace))
+
+    @classmethod
+    def of(cls, exc: BaseException) -> _WorkerError:
+        import traceback
+
+        def sendable(e: BaseException) -> BaseException:
+            try:
+                pickle.loads(pickle.dumps(e))
+                return e
+            except Exception:
+                return FpipeError(f"{type(e).__qualname__}: {e}")  # could not be sent back
+
+        trace = "".join(traceback.format_exception(exc))
+        cause = exc.__cause__
+        return cls(sendable(exc), None if cause is None else sendable(cause), trace)
+
+    def reraise(self) -> NoReturn:
+        note = f"Traceback in the worker process:\n{self.trace.rstrip()}"
+        add_note = getattr(self.error, "add_note", None)  # Python 3.11+
+        if add_note is not None:
+            add_note(note)
+        raise self.error from self.cause
 
 
 def check_picklable(job: Job) -> bytes:
@@ -222,12 +320,16 @@ def check_picklable(job: Job) -> bytes:
         ) from exc
 
 
-class ProcessExecutor(Executor):
-    """Prepare batches in ``workers`` separate processes (started with ``spawn``).
+class ProcessExecutor(_ByConfig, Executor):
+    """Prepare batches in ``workers`` separate processes (started with ``spawn``); each
+    run starts a pool of its own.
 
     If a worker process dies (killed, out of memory, a crash in native code), the pool
     is started again and the batches it held are computed again, up to
     ``max_restarts`` times in a run; then the run fails with an error that says so.
+
+    >>> ProcessExecutor(2) == ProcessExecutor(2, window=4)
+    True
     """
 
     def __init__(
@@ -246,38 +348,55 @@ class ProcessExecutor(Executor):
         self.window = window or 2 * workers
         self.start_method = start_method
         self.max_restarts = max_restarts
-        self._pool: Any = None
-        self._payload: Any = None
-        self._generation = 0  # how many pools this run has started, minus one
-        self._mutex = threading.Lock()
 
-    def open(self, job: Job, run: RunState) -> None:
-        self._payload = check_picklable(job.for_workers())
-        self._generation = 0
-        self._pool = self._start_pool()
+    def open(self, job: Job, run: RunState) -> Session:
+        return _ProcessSession(self, check_picklable(job.for_workers()))
+
+    def _config(self) -> tuple[Any, ...]:
+        return (self.workers, self.window, self.start_method, self.max_restarts)
+
+    def __repr__(self) -> str:
+        return (
+            f"ProcessExecutor({self.workers}, window={self.window}, "
+            f"start_method={self.start_method!r}, max_restarts={self.max_restarts})"
+        )
+
+
+class _ProcessSession(Session):
+    """A run's process pool, started again (up to ``max_restarts`` times) when it breaks."""
+
+    def __init__(self, executor: ProcessExecutor, payload: bytes) -> None:
+        self.window = executor.window
+        self.executor = executor
+        self._payload = payload
+        self._mutex = threading.Lock()
+        self.generation = 0  # how many pools this run has started, minus one
+        self._closed = False
+        self.pool = self._start_pool()
 
     def _start_pool(self) -> Any:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
         return ProcessPoolExecutor(
-            self.workers,
-            mp_context=multiprocessing.get_context(self.start_method),
+            self.executor.workers,
+            mp_context=multiprocessing.get_context(self.executor.start_method),
             initializer=_process_init,
             initargs=(self._payload,),
         )
 
     def submit(self, task: Task) -> _ProcessTask:
-        assert self._pool is not None
         return _ProcessTask(self, task)
 
-    def _resubmit(self, handle: _ProcessTask, exc: BaseException) -> None:
+    def resubmit(self, handle: _ProcessTask, exc: BaseException) -> None:
         """A worker died: start a new pool (once per death) and send the task again."""
         with self._mutex:
-            if handle.generation == self._generation:  # the first to see this pool broken
-                if self._generation >= self.max_restarts:
+            if self._closed:
+                raise exc
+            if handle.generation == self.generation:  # the first to see this pool broken
+                if self.generation >= self.executor.max_restarts:
                     raise FpipeError(
-                        f"a worker process died {self._generation + 1} times in this run "
+                        f"a worker process died {self.generation + 1} times in this run "
                         f"(batch #{handle.task.iteration} was being prepared the last time): "
                         "the pure steps may crash the interpreter (native code, memory). "
                         "A common cause is a script that starts the run at import time: "
@@ -285,31 +404,42 @@ class ProcessExecutor(Executor):
                         "`if __name__ == '__main__':`. Otherwise run with executor='threads' "
                         "or prefetch=0 to see the error itself."
                     ) from exc
-                self._pool.shutdown(wait=False, cancel_futures=True)
-                self._pool = self._start_pool()
-                self._generation += 1
+                self.pool.shutdown(wait=False, cancel_futures=True)
+                self.pool = self._start_pool()
+                self.generation += 1
             handle.send()
 
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+    def close(self, wait: bool = True) -> None:
+        with self._mutex:
+            if self._closed:
+                return
+            self._closed = True
+            pool = self.pool
+        pool.shutdown(wait=wait, cancel_futures=True)
 
 
 class _ProcessTask:
     """A batch being prepared in a worker process; sent again if its pool breaks."""
 
-    __slots__ = ("executor", "future", "generation", "task")
+    __slots__ = ("future", "generation", "session", "task")
 
-    def __init__(self, executor: ProcessExecutor, task: Task) -> None:
-        self.executor = executor
+    def __init__(self, session: _ProcessSession, task: Task) -> None:
+        self.session = session
         self.task = task
         self.send()
 
     def send(self) -> None:
-        ex = self.executor
-        self.generation = ex._generation
-        self.future = ex._pool.submit(_process_work, self.task)
+        from concurrent.futures import Future
+        from concurrent.futures.process import BrokenProcessPool
+
+        self.generation = self.session.generation
+        try:
+            self.future = self.session.pool.submit(_process_work, self.task)
+        except BrokenProcessPool as exc:
+            # a worker died before this batch was even sent: result() restarts the pool
+            failed: Future[Any] = Future()
+            failed.set_exception(exc)
+            self.future = failed
 
     def result(self) -> Any:
         from concurrent.futures import CancelledError
@@ -318,22 +448,24 @@ class _ProcessTask:
         while True:
             try:
                 return self.future.result()
+            except _WorkerError as remote:
+                remote.reraise()
             except BrokenProcessPool as exc:
-                self.executor._resubmit(self, exc)
+                self.session.resubmit(self, exc)
             except CancelledError as exc:
-                if self.generation == self.executor._generation:
+                if self.generation == self.session.generation:
                     raise  # cancelled for good, not by a pool restart
-                self.executor._resubmit(self, exc)
+                self.session.resubmit(self, exc)
 
     def cancel(self) -> bool:
         return self.future.cancel()
 
 
-class DaskExecutor(Executor):
+class DaskExecutor(_ByConfig, Executor):
     """Prepare batches on a Dask ``distributed`` cluster through ``client``.
 
-    The job is scattered to the workers once; each batch is one task, retried on
-    another worker if its worker dies.
+    Each run scatters its job to the workers once; each batch is one task, retried
+    on another worker if its worker dies.
     """
 
     def __init__(self, client: Any, *, window: int | None = None, retries: int = 0) -> None:
@@ -341,20 +473,35 @@ class DaskExecutor(Executor):
         n_workers = max(1, len(client.scheduler_info().get("workers", {})))
         self.window = window or 2 * n_workers
         self.retries = retries
-        self._job: Any = None
 
-    def open(self, job: Job, run: RunState) -> None:
+    def open(self, job: Job, run: RunState) -> Session:
         job = job.for_workers()
         check_picklable(job)
-        self._job = self.client.scatter(job, broadcast=True, hash=False)
+        return _DaskSession(self, self.client.scatter(job, broadcast=True, hash=False))
+
+    def _config(self) -> tuple[Any, ...]:
+        return (id(self.client), self.window, self.retries)
+
+    def __repr__(self) -> str:
+        return f"DaskExecutor({self.client!r}, window={self.window}, retries={self.retries})"
+
+
+class _DaskSession(Session):
+    """A run's job, scattered to the cluster's workers and released at the end."""
+
+    def __init__(self, executor: DaskExecutor, job: Any) -> None:
+        self.window = executor.window
+        self._executor = executor
+        self._job = job
 
     def submit(self, task: Task) -> Any:
-        return self.client.submit(work, self._job, task, pure=False, retries=self.retries)
+        ex = self._executor
+        return ex.client.submit(work, self._job, task, pure=False, retries=ex.retries)
 
-    def close(self) -> None:
-        if self._job is not None:
-            self._job.release()
-            self._job = None
+    def close(self, wait: bool = True) -> None:
+        job, self._job = self._job, None
+        if job is not None:
+            job.release()
 
 
 def _is_dask_client(obj: Any) -> bool:

@@ -183,24 +183,31 @@ def compile_step(
 
 
 def compile_steps(
-    steps: Sequence[Step], batch_class: type, base: tuple[int, ...] = ()
+    steps: Sequence[Step], batch_class: type, base: tuple[int, ...] = (), first: int = 0
 ) -> tuple[CompiledStep, ...]:
-    """Compile per-batch ``steps`` (no rebatch) for ``batch_class``."""
+    """Compile per-batch ``steps`` (no rebatch) for ``batch_class``.
+
+    A step's path is ``(*base, first + its index)``: its place in the whole pipeline,
+    which keys its random streams and its per-run resources.
+    """
     out: list[CompiledStep] = []
     join: list[Any] | None = None
-    for i, step in enumerate(steps):
+    sites: list[CompiledStep] = []  # per joined source: its join step, which its errors name
+    for i, step in enumerate(steps, start=first):
         if not step.per_batch:
             continue
         if isinstance(step, Join):
             join = [*(join or ()), *step.sources]
+            site = CompiledStep(_same_batch, (*base, i), step.label, False)
+            sites += [site] * len(step.sources)
             continue
         if join is not None and not isinstance(step, (ActionStep, ApplyStep)):
             raise PipelineDefinitionError(
                 f"join(...) must be followed by an action that takes the joined batches, "
                 f"not by {step.label}"
             )
-        fetch = _Fetch(tuple(join), (*base, i)) if join is not None else None
-        join = None
+        fetch = _Fetch(tuple(join), (*base, i), tuple(sites)) if join is not None else None
+        join, sites = None, []
         out.append(compile_step(step, batch_class, (*base, i), fetch))
     if join is not None:
         raise PipelineDefinitionError(
@@ -225,11 +232,7 @@ def compile_program(steps: Sequence[Step], batch_class: type) -> Program:
 
 
 def _stage(steps: Sequence[Step], lo: int, hi: int, batch_class: type) -> tuple[CompiledStep, ...]:
-    compiled = compile_steps(steps[lo:hi], batch_class)
-    # keep each step's position in the whole pipeline, for errors and randomness
-    for c in compiled:
-        c.path = (c.path[0] + lo, *c.path[1:])
-    return compiled
+    return compile_steps(steps[lo:hi], batch_class, first=lo)
 
 
 # -- what each kind of step does to a batch --------------------------------------------------
@@ -308,24 +311,56 @@ def _merge(sources: tuple[Any, ...], merge_fn: Any, path: tuple[int, ...]) -> Ba
     return merge
 
 
+def _same_batch(batch: Batch) -> Batch:
+    return batch
+
+
 class _Fetch:
     """The batches of a join's sources with the ids of the batch at hand."""
 
-    __slots__ = ("effectful", "path", "sources")
+    __slots__ = ("effectful", "path", "sites", "sources")
 
-    def __init__(self, sources: tuple[Any, ...], path: tuple[int, ...]) -> None:
+    def __init__(
+        self, sources: tuple[Any, ...], path: tuple[int, ...], sites: tuple[CompiledStep, ...]
+    ) -> None:
         self.sources = sources
         self.path = path
+        self.sites = sites  # the join step of each source
         # a pipeline source runs its own steps and environment: in batch order, on the driver
         self.effectful = not all(isinstance(s, Dataset) for s in sources)
 
     def __call__(self, batch: Batch) -> tuple[Batch, ...]:
-        return tuple(
-            src.create_batch(batch.indices)
-            if isinstance(src, Dataset)
-            else _joined(src, batch, (*self.path, i))
-            for i, src in enumerate(self.sources)
+        out = []
+        for i, src in enumerate(self.sources):
+            dataset = src if isinstance(src, Dataset) else src.dataset
+            try:
+                positions = dataset.index.get_pos(batch.indices)
+            except KeyError as exc:
+                cause = self._lacking(i, batch, exc)
+                raise step_error(self.sites[i], batch, batch._ctx, cause) from cause  # type: ignore[arg-type]
+            if isinstance(src, Dataset):
+                out.append(src._batch_at(positions))
+            else:
+                out.append(_joined(src, batch, (*self.path, i)))
+        return tuple(out)
+
+    def _lacking(self, i: int, batch: Batch, exc: KeyError) -> PipelineDefinitionError:
+        """What is wrong when source ``i`` lacks some ids of ``batch`` (``exc`` chained)."""
+        src = self.sources[i]
+        dataset = src if isinstance(src, Dataset) else src.dataset
+        ids = np.asarray(batch.indices)
+        lacking = ids[~np.isin(ids, dataset.indices)]
+        shown = ", ".join(map(repr, lacking[:5].tolist())) + (", ..." if len(lacking) > 5 else "")
+        what = repr(src) if isinstance(src, Dataset) else f"a pipeline linked to {dataset!r}"
+        cause = PipelineDefinitionError(
+            f"join source #{i} ({what}) lacks {len(lacking)} of the batch's {len(ids)} ids: "
+            f"[{shown}]. A join source must hold every id of the dataset the pipeline runs "
+            "on: build it on the same index, or run the pipeline on the ids they share, "
+            "e.g. `dataset.create_subset(ids)`."
         )
+        cause.__cause__ = exc
+        cause.__suppress_context__ = True
+        return cause
 
 
 def _joined(source: Pipeline, batch: Batch, key: tuple[int, ...]) -> Batch:

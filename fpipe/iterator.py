@@ -2,64 +2,43 @@
 
 It owns everything a run needs (the compiled program, the run state, the workers)
 and none of it ever reaches the pipeline it came from. ``get_state()`` returns a
-small serialisable :class:`~fpipe.plan.IterState`; passing it back as
+small :class:`~fpipe.state.IterState` of plain data; passing it back as
 ``pipeline.iterate(..., state=state)`` continues with exactly the batches that
-would have come next.
+would have come next (see :mod:`fpipe.resume` for what is checked).
 
 >>> import numpy as np
 >>> from fpipe import Dataset
 >>> it = Dataset(10).p.iterate(4, seed=1, shuffle=True)
 >>> first = next(it); state = it.get_state()
->>> again = Dataset(10).p.iterate(4, seed=1, shuffle=True, state=state)
+>>> again = Dataset(10).p.iterate(4, shuffle=True, state=state)
 >>> bool((next(it).indices == next(again).indices).all())
 True
 """
 
 from __future__ import annotations
 
-import re
 import warnings
 from collections import deque
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from . import rng
 from .batch import Batch, SkipBatch
 from .env import Environment
-from .errors import FpipeError, GlobalRandomWarning, ResumeError
+from .errors import FpipeError, GlobalRandomWarning
 from .executors import Job, Task, resolve_executor
 from .interpreter import compile_program, run_compiled
-from .plan import BatchPlan, IterState
+from .plan import BatchPlan
+from .resume import Position, RebatchStage, ResumePoint, merge_stages, resume_point, run_identity
 from .runstate import BatchContext, RunState
+from .state import IterState
 
 if TYPE_CHECKING:
     from .dataset import Dataset
     from .pipeline import Pipeline
 
-__all__ = ["PipelineIterator", "pipeline_fingerprint"]
-
-_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+|0x[0-9a-fA-F]+")
-
-
-def pipeline_fingerprint(pipeline: Pipeline) -> str:
-    """A stable text identity of a pipeline's steps and dataset (for resumable states)."""
-    ds = pipeline.dataset
-    parts = [s.label for s in pipeline.steps]
-    if ds is not None:
-        parts.append(f"{ds.batch_class.__qualname__}:{len(ds)}:{_digest(ds.indices)}")
-    text = _ADDRESS.sub("", "|".join(parts))
-    import hashlib
-
-    return hashlib.sha1(text.encode()).hexdigest()[:16]
-
-
-def _digest(ids: Any) -> str:
-    import hashlib
-
-    if ids.dtype.kind in "iuf":
-        return hashlib.sha1(ids.tobytes()).hexdigest()[:16]
-    return hashlib.sha1("\x00".join(map(str, ids.tolist())).encode()).hexdigest()[:16]
+__all__ = ["PipelineIterator"]
 
 
 class PipelineIterator:
@@ -72,8 +51,9 @@ class PipelineIterator:
         *,
         prefetch: int = 0,
         executor: Any = None,
-        state: IterState | dict[str, Any] | None = None,
+        state: IterState | Mapping[str, Any] | None = None,
         restore: Environment | None = None,
+        seed_given: bool = False,
     ) -> None:
         dataset = pipeline.dataset
         if dataset is None:
@@ -83,19 +63,9 @@ class PipelineIterator:
             )
         self._pipeline = pipeline
         self._program = compile_program(pipeline.steps, dataset.batch_class)
+        point: ResumePoint | None = None
         if state is not None:
-            if isinstance(state, dict):
-                state = IterState.from_dict(state)
-            if not isinstance(state, IterState):
-                raise ResumeError(f"state must be an IterState or its dict, not {type(state)}")
-            plan = plan.resume(state)
-            if len(state.carry) not in (0, len(self._program.rebatches)):
-                raise ResumeError(
-                    f"this state holds the items of {len(state.carry)} rebatch stage(s), but "
-                    f"the pipeline has {len(self._program.rebatches)}: it comes from another "
-                    "pipeline"
-                )
-        start = state if state is not None else plan.initial_state()
+            plan, point = resume_point(state, pipeline, plan, seed_given=seed_given)
         env = self._program.start_env(pipeline.model_env, pipeline.result_env)
         if restore is not None:
             env = replace(
@@ -104,23 +74,28 @@ class PipelineIterator:
                 static=env.static.update(restore.static),
                 dynamic=env.dynamic.update(restore.dynamic),
             )
+        merges = dict(point.merges) if point is not None else {}
+        streams: dict[str, PipelineIterator] = {}
         run = RunState(
             seed=plan.seed,
             env=env,
             batch_class=dataset.batch_class,
             config=pipeline.config,
             batch_size=plan.batch_size,
-            streams=_stream_opener(plan.batch_size),
+            streams=_stream_opener(plan.batch_size, merges, streams),
         )
         self._engine = _Engine(
             pipeline,
             dataset,
             self._program,
             plan,
-            start,
+            point,
             run,
             resolve_executor(executor, prefetch),
+            streams,
+            merges,
         )
+        self._given = point.state if point is not None else None
         # The generator refers to the engine, never to this iterator: when a loop that
         # holds the only reference breaks off, the iterator and then the generator are
         # freed at once, and the generator's cleanup stops the workers (no cycle to wait
@@ -170,12 +145,15 @@ class PipelineIterator:
         return dict(self._engine.run.env.variables)
 
     def get_state(self) -> IterState:
-        """Where the iteration is: resume from it to get the batches that come next."""
+        """Where the iteration is: resume from it to get the batches that come next.
+
+        The state is plain data (:class:`~fpipe.state.IterState`); its fingerprint is
+        computed on the first call (it hashes the dataset's contents once per array).
+        """
         engine = self._engine
-        epoch, in_epoch, iteration = engine.at
-        plan = engine.plan
-        carry = tuple((tuple(held), produced) for held, produced in engine.held)
-        return IterState(plan.seed, epoch, in_epoch, iteration, plan.fingerprint, carry)
+        if not engine.started and self._given is not None:
+            return self._given
+        return engine.state()
 
     def result(self) -> Pipeline:
         """The pipeline, holding this run's environment (what ``run()`` returns)."""
@@ -191,33 +169,97 @@ class _Engine:
         dataset: Dataset,
         program: Any,
         plan: BatchPlan,
-        start: IterState,
+        point: ResumePoint | None,
         run: RunState,
         executor: Any,
+        streams: dict[str, PipelineIterator],
+        merges: dict[str, Any],
     ) -> None:
         self.pipeline = pipeline
         self.dataset = dataset
         self.program = program
         self.plan = plan
-        self.start = start
-        # (epoch, batch_in_epoch, iteration) after the last batch handed out
-        self.at = (start.epoch, start.batch_in_epoch, start.iteration)
+        self.start = point.start if point is not None else plan.initial_state()
+        # (epoch, batch_in_epoch, iteration) of the source after the last batch it made
+        self.at = (self.start.epoch, self.start.batch_in_epoch, self.start.iteration)
+        # source batches up to this iteration were made before the state was taken: a
+        # resumed run remakes them (for the rebatch stages) with a replica of the run
+        self.present = point.present if point is not None else 0
         self.run = run
+        self._replica: RunState | None = None
         self.executor = executor
+        self.started = False  # has an output batch been handed out?
         self.rng_blame: list[str] = []  # steps seen drawing from numpy's global RNG
         self.warned_rng = False  # warned already: once per run is enough
-        # per rebatch stage: the items it holds (batches, bare of run context) and the
-        # number of batches it has produced; part of the state, so a run resumes exactly
-        n_stages = len(program.rebatches)
-        carry = start.carry or tuple(((), 0) for _ in range(n_stages))
-        self.held: list[tuple[list[Batch], int]] = [(list(b), n) for b, n in carry]
+        self.streams = streams  # merge streams opened so far, by path
+        self.merges = merges  # the resumed state of each merge stream, by path
+        self.merge_stage = merge_stages(pipeline.steps)
+        self.identity: tuple[dict[str, Any], str] | None = None
+        self.stages = [
+            RebatchStage(
+                k,
+                rb,
+                program.stages[k],
+                point.stages[k - 1] if point is not None else None,
+                point.produced[k - 1] if point is not None else 0,
+            )
+            for k, rb in enumerate(program.rebatches, start=1)
+        ]
 
+    def run_for(self, remade: bool) -> RunState:
+        """The run a batch's steps use: a replica for batches made again on resume."""
+        if not remade:
+            return self.run
+        if self._replica is None:
+            self._replica = self.run.replica()
+        return self._replica
+
+    # -- where the run stands ----------------------------------------------------------
+    def state(self) -> IterState:
+        if self.identity is None:
+            self.identity = run_identity(self.pipeline, self.plan)
+        identity, fingerprint = self.identity
+        last = len(self.stages)
+        position: Position | None = self.position(last)
+        if not self.stages and "merges" not in position:  # type: ignore[operator]
+            position = None
+        epoch, in_epoch, iteration = self.at
+        return IterState(
+            self.plan.seed,
+            epoch,
+            in_epoch,
+            iteration,
+            fingerprint,
+            identity,
+            position,
+            tuple(s.produced for s in self.stages),
+        )
+
+    def position(self, stage: int) -> Position:
+        """Where stage ``stage`` stands now (0: the source), as plain data."""
+        if stage == 0:
+            epoch, in_epoch, iteration = self.at
+            pos: Position = {"epoch": epoch, "batch_in_epoch": in_epoch, "iteration": iteration}
+        else:
+            pos = self.stages[stage - 1].position(lambda: self.position(stage - 1))
+        merges = {
+            path: self.streams[path].get_state().to_dict()
+            if path in self.streams
+            else self.merges[path]
+            for path, at in self.merge_stage.items()
+            if at == stage and (path in self.streams or path in self.merges)
+        }
+        if merges:
+            pos["merges"] = merges
+        return pos
+
+    # -- making batches ------------------------------------------------------------------
     def generate(self) -> Generator[Batch, None, None]:
         stream: Any = None
         try:
             stream = self._first_stage()
-            for k, rb in enumerate(self.program.rebatches, start=1):
-                stream = self._rebatch(stream, rb, self.program.stages[k], k - 1)
+            for k, stage in enumerate(self.stages, start=1):
+                stream = stage.run(stream, self._upstream(k - 1), self.run_for)
             # The first output batch only (the hot path stays free): did any step draw
             # from numpy's global generator? Such a run cannot be reproduced.
             mark = rng.global_mark()
@@ -227,12 +269,16 @@ class _Engine:
                 self._warn_global_rng()
             if first is None:
                 return
+            self.started = True
             yield first
             yield from stream
         finally:
             if stream is not None:
                 stream.close()
             self.run.close()
+
+    def _upstream(self, stage: int) -> Any:
+        return lambda: self.position(stage)
 
     def _warn_global_rng(self) -> None:
         if self.rng_blame:
@@ -269,7 +315,7 @@ class _Engine:
             batch_at = dataset._batch_at
             run_first: Any = self._watched  # the first batch runs step by step
             for epoch, in_epoch, after, positions in source:
-                ctx = BatchContext(run, epoch, after - 1)
+                ctx = BatchContext(self.run_for(after <= self.present), epoch, after - 1)
                 try:
                     out = run_first(steps, batch_at(positions, ctx), ctx)
                     run_first = run_compiled
@@ -282,13 +328,17 @@ class _Engine:
         job = Job(
             self.pipeline.steps, dataset.batch_class, dataset, self.plan.seed, self.run.config
         )
-        executor.open(job, run)
+        session = executor.open(job, run)  # this run's workers: the executor is shared
+        # An error after this stage (a rebatch, a driver step) leaves this generator
+        # suspended, kept by the traceback: the run's end stops the workers all the same.
+        run.on_close(lambda: session.close(wait=False))
         pending: deque[tuple[tuple[int, int, int], Any]] = deque()
+        wait = False  # an error reaches the caller at once, whatever batch still runs
         try:
             for epoch, in_epoch, after, positions in source:
                 task = Task(epoch, after - 1, positions)
-                pending.append(((epoch, in_epoch, after), executor.submit(task)))
-                if len(pending) > executor.window:
+                pending.append(((epoch, in_epoch, after), session.submit(task)))
+                if len(pending) > session.window:
                     out = self._finish(*pending.popleft())
                     if out is not None:
                         yield out
@@ -296,10 +346,14 @@ class _Engine:
                 out = self._finish(*pending.popleft())
                 if out is not None:
                     yield out
+            wait = True
+        except GeneratorExit:
+            wait = True  # the consumer stopped: the workers are gone when it goes on
+            raise
         finally:
             for *_, future in pending:
                 future.cancel()
-            executor.close()
+            session.close(wait=wait)
 
     def _finish(self, at: tuple[int, int, int], future: Any) -> Batch | None:
         batch, position, drew_globally = future.result()
@@ -309,63 +363,30 @@ class _Engine:
             self._warn_global_rng()
         if batch is None:
             return None
-        ctx = BatchContext(self.run, at[0], at[2] - 1)
+        ctx = BatchContext(self.run_for(at[2] <= self.present), at[0], at[2] - 1)
         try:
             return run_compiled(self.program.stages[0], batch._with_ctx(ctx), ctx, position)
         except SkipBatch:
             return None
 
-    def _rebatch(self, stream: Iterator[Batch], rb: Any, steps: Any, stage: int) -> Iterator[Batch]:
-        size = rb.batch_size
-        merge = rb.merge_fn
-        start, produced = self.held[stage]
-        buffer: list[Batch] = list(start)
-        held = sum(len(b) for b in buffer)
 
-        def emit(batch: Batch) -> Batch | None:
-            nonlocal produced
-            ctx = BatchContext(self.run, 0, produced)
-            produced += 1
-            # what this stage still holds once `batch` is out (the state after it)
-            self.held[stage] = ([_bare(b) for b in buffer], produced)
-            try:
-                return run_compiled(steps, batch._with_ctx(ctx), ctx)
-            except SkipBatch:
-                return None
+def _stream_opener(
+    batch_size: int, resumed: Mapping[str, Any], opened: dict[str, PipelineIterator]
+) -> Any:
+    """How a run's ``merge`` steps open their sources: an endless run of each, seeded,
+    continuing from its resumed state; the run keeps each one to record its state."""
 
-        def full_batches() -> Iterator[Batch]:
-            nonlocal buffer, held
-            while held >= size:
-                whole = buffer[0] if len(buffer) == 1 else (merge or type(buffer[0]).merge)(buffer)
-                head, tail = whole.select(slice(0, size)), whole.select(slice(size, None))
-                buffer = [tail] if len(tail) else []
-                held = len(tail)
-                out = emit(head)
-                if out is not None:
-                    yield out
-
-        yield from full_batches()  # a resumed stage may start with more than `size` items
-        for batch in stream:
-            buffer.append(batch)
-            held += len(batch)
-            yield from full_batches()
-        if held:
-            whole = buffer[0] if len(buffer) == 1 else (merge or type(buffer[0]).merge)(buffer)
-            buffer, held = [], 0
-            out = emit(whole)
-            if out is not None:
-                yield out
-
-
-def _stream_opener(batch_size: int) -> Any:
-    """How a run's ``merge`` steps open their sources: an endless run of each, seeded."""
-
-    def open_stream(source: Pipeline, seed: int) -> Iterator[Batch]:
-        return source._iterator({**source._run_args((batch_size,)), "n_epochs": None, "seed": seed})
+    def open_stream(source: Pipeline, seed: int, path: tuple[int, ...]) -> Iterator[Batch]:
+        key = ".".join(map(str, path))
+        if source.dataset is not None and len(source.dataset) < batch_size:
+            raise FpipeError(
+                f"merge: the merged pipeline's dataset has {len(source.dataset)} items, fewer "
+                f"than one batch of {batch_size}: each batch takes the next {batch_size} items "
+                "of every merged source. Merge a larger source or use a smaller batch_size."
+            )
+        params = {**source._run_args((batch_size,), None, "merge"), "n_epochs": None, "seed": seed}
+        stream = source._iterator(params, state=resumed.get(key))
+        opened[key] = stream
+        return stream
 
     return open_stream
-
-
-def _bare(batch: Batch) -> Batch:
-    """The batch without its run context: what a saved state may hold."""
-    return batch._with_ctx(None)

@@ -24,6 +24,7 @@ subclasses of :class:`~fpipe.Batch` (definitions only, never built models).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -40,7 +41,26 @@ __all__ = [
 ]
 
 MODES = ("global", "static", "dynamic")
+# How fpipe calls a factory of each mode.
+SIGNATURES = {"global": "()", "static": "(pipeline, config)", "dynamic": "(batch, config)"}
 _UNBUILT = object()
+
+
+def _check_signature(fn: Callable[..., Any], mode: str) -> None:
+    """Refuse a factory that cannot be called the way fpipe calls one of its mode."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):  # a callable without an introspectable signature
+        return
+    try:
+        sig.bind(*([None] * (0 if mode == "global" else 2)))
+    except TypeError:
+        name = getattr(fn, "__name__", "model")
+        raise TypeError(
+            f"{mode} model factory {name}{sig} has the wrong signature: fpipe calls a "
+            f"{mode} model as {name}{SIGNATURES[mode]}. Write `def {name}"
+            f"{SIGNATURES[mode]}:` under @model(mode={mode!r})"
+        ) from None
 
 
 class ModelDefinition:
@@ -54,6 +74,7 @@ class ModelDefinition:
                 f"unknown model mode {mode!r} for {getattr(fn, '__name__', fn)!r}; "
                 f"use one of {', '.join(MODES)}"
             )
+        _check_signature(fn, mode)
         self.fn = fn
         self.mode = mode
         self.name: str = getattr(fn, "__name__", "model")
@@ -101,7 +122,8 @@ class ModelDefinition:
             return self.fn(first, config)
         except Exception as exc:
             raise ModelError(
-                f"{self.mode} model {self.qualname} failed to build: {type(exc).__name__}: {exc}"
+                f"{self.mode} model {self.qualname} failed to build (called as "
+                f"{self.name}{SIGNATURES[self.mode]}): {type(exc).__name__}: {exc}"
             ) from exc
 
     def __get__(self, instance: Any, owner: type | None = None) -> ModelDefinition:
@@ -164,7 +186,19 @@ def model_config(
     """
     from toolz import merge  # lazily: a model config is merged once per model
 
-    return merge(pipeline_config.get(name) or {}, own or {})
+    section = pipeline_config.get(name)
+    if section is not None and not isinstance(section, Mapping):
+        raise TypeError(
+            f"model {name!r}: the pipeline config's section {name!r} is the model's config, "
+            f"so config must be a dict, got {type(section).__name__} {section!r}; write "
+            f"`Pipeline({{{name!r}: {{...}}}})`, or rename the config key"
+        )
+    if own is not None and not isinstance(own, Mapping):
+        raise TypeError(
+            f"init_model({name!r}, config=...): config must be a dict, got "
+            f"{type(own).__name__} {own!r}"
+        )
+    return merge(section or {}, own or {})
 
 
 def definitions_of(batch_class: type) -> dict[str, ModelDefinition]:

@@ -34,7 +34,7 @@ from .actions import ActionDefinition
 from .errors import FpipeError
 
 if TYPE_CHECKING:
-    pass
+    from concurrent.futures import Future
 
 __all__ = ["inbatch_parallel"]
 
@@ -53,6 +53,21 @@ def _inline(call: Callable[..., Any], *args: Any) -> Any:
         return call(*args)
     except Exception as exc:
         return exc
+
+
+def _gather(futures: list[Future]) -> list[Any]:
+    """Each item's result or exception, in item order. A KeyboardInterrupt (or another
+    BaseException that is not an Exception) propagates as itself, as from a plain loop,
+    and the items not started yet are cancelled."""
+    results = []
+    for k, future in enumerate(futures):
+        exc = future.exception()
+        if exc is not None and not isinstance(exc, Exception):
+            for rest in futures[k + 1 :]:
+                rest.cancel()
+            raise exc
+        results.append(future.result() if exc is None else exc)
+    return results
 
 
 def _items(batch: Any, init: Any, args: tuple, kwargs: dict) -> Sequence[Any] | None:
@@ -147,13 +162,13 @@ def inbatch_parallel(init: Any, post: Any = None, target: str = "threads") -> Ca
                 elif ctx is not None:
                     pool = ctx.run.pool()
                     futures = [pool.submit(_in_pool, call, j, item) for j, item in enumerate(todo)]
-                    results = [f.exception() or f.result() for f in futures]
+                    results = _gather(futures)
                 else:
                     from concurrent.futures import ThreadPoolExecutor
 
                     with ThreadPoolExecutor(min(8, len(todo))) as pool:
                         futures = [pool.submit(call, j, item) for j, item in enumerate(todo)]
-                        results = [f.exception() or f.result() for f in futures]
+                        results = _gather(futures)
             for j, r in enumerate(results):
                 if isinstance(r, BaseException):
                     item = "the single call" if once else f"item #{j} ({todo[j]!r})"

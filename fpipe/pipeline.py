@@ -24,18 +24,24 @@ holding what the run produced, which compares by that result too.
 
 from __future__ import annotations
 
+import copy
+import functools
+import inspect
+import numbers
 import threading
 import weakref
-from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
+import numpy as np
 from pyrsistent import pmap
 
 from .algebra import PipelineValue
 from .batch import Batch
 from .dataset import Dataset
 from .errors import FpipeError, did_you_mean
-from .iterator import PipelineIterator, pipeline_fingerprint
+from .executors import Executor
+from .iterator import PipelineIterator
 from .plan import BatchPlan, IterState
 
 if TYPE_CHECKING:
@@ -74,6 +80,117 @@ _ONE: Any = _Default(1)
 _ZERO: Any = _Default(0)
 _NONE: Any = _Default(None)
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _run_method(fn: _F) -> _F:
+    """Wrap a running method so that a misspelt keyword gets a did-you-mean hint
+    (Python's own error says only "unexpected keyword argument")."""
+    names = [n for n in inspect.signature(fn).parameters if n != "self"]
+    known = frozenset(names)
+
+    @functools.wraps(fn)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        for key in kwargs:
+            if key not in known:
+                raise TypeError(
+                    f"{fn.__name__}() got an unexpected keyword argument {key!r}."
+                    f"{did_you_mean(key, names)} Its arguments: {', '.join(names)}."
+                )
+        return fn(*args, **kwargs)
+
+    return checked  # type: ignore[return-value]
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def _count(what: str, name: str, value: Any, *, optional: bool, hint: str) -> None:
+    """Check a run argument that counts something: a positive int (or None if optional)."""
+    if value is None and optional:
+        return
+    if not _is_int(value):
+        kind = "a positive int or None" if optional else "a positive int"
+        raise TypeError(
+            f"{what}(): {name} must be {kind}, got {value!r} ({type(value).__name__}); {hint}"
+        )
+    if value <= 0:
+        raise ValueError(f"{what}(): {name} must be positive, got {value}; {hint}")
+
+
+def _check_run_args(params: Mapping[str, Any], dataset: Dataset | None, what: str) -> None:
+    """Check the values of the run arguments now, before anything runs (a lazy run's too)."""
+    size = params["batch_size"]
+    _count(what, "batch_size", size, optional=False, hint=f"the items per batch, e.g. {what}(32)")
+    if dataset is not None and size > len(dataset):
+        raise ValueError(
+            f"{what}(): batch_size={size} is larger than the dataset ({len(dataset)} items); "
+            f"use a batch_size <= {len(dataset)}"
+        )
+    _count(
+        what,
+        "n_epochs",
+        params["n_epochs"],
+        optional=True,
+        hint="the passes over the dataset, e.g. n_epochs=2 (None with n_iters: run by batches)",
+    )
+    _count(what, "n_iters", params["n_iters"], optional=True, hint="the batches to run, or None")
+    drop_last = params["drop_last"]
+    if not isinstance(drop_last, (bool, np.bool_)):
+        raise TypeError(f"{what}(): drop_last must be True or False, got {drop_last!r}")
+    prefetch = params["prefetch"]
+    if not _is_int(prefetch) or prefetch < 0:
+        raise ValueError(
+            f"{what}(): prefetch must be an int >= 0 (the batches computed ahead; 0: none), "
+            f"got {prefetch!r}"
+        )
+    shuffle, seed = params["shuffle"], params["seed"]
+    for name, value in (("shuffle", shuffle), ("seed", seed)):
+        if _is_int(value) and value < 0:
+            raise ValueError(f"{what}(): {name} must be non-negative, got {value}")
+    if not (
+        shuffle is None
+        or isinstance(shuffle, (bool, np.bool_, np.random.Generator))
+        or _is_int(shuffle)
+        or callable(shuffle)
+    ):
+        raise TypeError(
+            f"{what}(): shuffle must be a bool, an int seed, a numpy Generator or a callable "
+            f"f(positions, generator), not {type(shuffle).__name__} ({shuffle!r})"
+        )
+    if not (seed is None or isinstance(seed, np.random.Generator) or _is_int(seed)):
+        raise TypeError(
+            f"{what}(): seed must be an int, a numpy Generator or None, not "
+            f"{type(seed).__name__} ({seed!r})"
+        )
+    if seed is not None and (
+        isinstance(shuffle, np.random.Generator) or (_is_int(shuffle) and shuffle != seed)
+    ):
+        raise ValueError(
+            f"{what}(): shuffle={shuffle!r} gives the seed, and seed={seed!r} is given too; "
+            f"pass only one: shuffle=True, seed={seed!r} or shuffle=<seed>"
+        )
+    executor = params["executor"]
+    if not (
+        executor is None
+        or isinstance(executor, Executor)
+        or (isinstance(executor, str) and executor in _EXECUTORS)
+        or (type(executor).__module__.startswith("distributed") and hasattr(executor, "submit"))
+    ):
+        made = (
+            f" (pass an instance: `executor={executor.__name__}(...)`)"
+            if isinstance(executor, type) and issubclass(executor, Executor)
+            else ""
+        )
+        raise ValueError(
+            f"{what}(): unknown executor {executor!r}{made}; use None, "
+            f"{', '.join(map(repr, _EXECUTORS))}, a distributed.Client or an fpipe Executor"
+        )
+
+
+_EXECUTORS = ("threads", "processes", "sequential")
+
 
 class Pipeline(PipelineValue):
     """A lazy, immutable description of batch processing; see the module docs.
@@ -92,9 +209,13 @@ class Pipeline(PipelineValue):
 
     # -- run arguments --------------------------------------------------------------------
     def _run_args(
-        self, args: tuple[Any, ...] = (), kwargs: Mapping[str, Any] | None = None
+        self,
+        args: tuple[Any, ...] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        what: str = "run",
     ) -> dict[str, Any]:
-        """The run arguments: stored ones (``run(..., lazy=True)``) under given ones."""
+        """The run arguments: stored ones (``run(..., lazy=True)``) under given ones,
+        checked (``what`` names the method in the messages)."""
         if len(args) > len(RUN_ORDER):
             raise TypeError(f"too many positional arguments; the order is {', '.join(RUN_ORDER)}")
         given = dict(zip(RUN_ORDER, args, strict=False))
@@ -116,6 +237,7 @@ class Pipeline(PipelineValue):
                 "batch_size is required: pass it, e.g. `run(32)`, or store the run arguments "
                 "first with `run(32, ..., lazy=True)`"
             )
+        _check_run_args(merged, self._dataset, what)
         return merged
 
     def _iterator(self, params: dict[str, Any], **extra: Any) -> PipelineIterator:
@@ -128,10 +250,19 @@ class Pipeline(PipelineValue):
             n_iters=params["n_iters"],
             drop_last=params["drop_last"],
             seed=params["seed"],
-            extra_fingerprint=pipeline_fingerprint(self),
+        )
+        # a seed the caller chose: a resume state with another seed is refused, not obeyed
+        shuffle = params["shuffle"]
+        seed_given = params["seed"] is not None or (
+            isinstance(shuffle, numbers.Integral) and not isinstance(shuffle, (bool, np.bool_))
         )
         return PipelineIterator(
-            self, plan, prefetch=params["prefetch"], executor=params["executor"], **extra
+            self,
+            plan,
+            prefetch=params["prefetch"],
+            executor=params["executor"],
+            seed_given=seed_given,
+            **extra,
         )
 
     def _require_dataset(self, what: str) -> Dataset:
@@ -143,6 +274,7 @@ class Pipeline(PipelineValue):
         return self._dataset
 
     # -- running --------------------------------------------------------------------------
+    @_run_method
     def iterate(
         self,
         batch_size: int | None = None,
@@ -164,9 +296,10 @@ class Pipeline(PipelineValue):
         ``"processes"``, a ``distributed.Client`` or an Executor; ``state``: resume.
         """
         args = (batch_size, shuffle, n_epochs, n_iters, drop_last, prefetch)
-        params = self._run_args(args, {"seed": seed, "executor": executor})
+        params = self._run_args(args, {"seed": seed, "executor": executor}, "iterate")
         return self._iterator(params, state=state)
 
+    @_run_method
     def gen_batch(
         self,
         batch_size: int | None = None,
@@ -181,8 +314,10 @@ class Pipeline(PipelineValue):
     ) -> Iterator[Batch]:
         """Iterate over output batches (the arguments of :meth:`iterate`)."""
         args = (batch_size, shuffle, n_epochs, n_iters, drop_last, prefetch)
-        return self._iterator(self._run_args(args, {"seed": seed, "executor": executor}))
+        params = self._run_args(args, {"seed": seed, "executor": executor}, "gen_batch")
+        return self._iterator(params)
 
+    @_run_method
     def next_batch(
         self,
         batch_size: int | None = None,
@@ -204,7 +339,7 @@ class Pipeline(PipelineValue):
         library code.
         """
         args = (batch_size, shuffle, n_epochs, n_iters, drop_last, prefetch)
-        params = self._run_args(args, {"seed": seed, "executor": executor})
+        params = self._run_args(args, {"seed": seed, "executor": executor}, "next_batch")
         return self._next_of(self, self, params)
 
     def iteration(self) -> PipelineIterator | None:
@@ -223,6 +358,7 @@ class Pipeline(PipelineValue):
         """Stop the iteration :meth:`next_batch` continues; the next call starts afresh."""
         self._reset_of(self)
 
+    @_run_method
     def run(
         self,
         batch_size: int | None = None,
@@ -239,16 +375,25 @@ class Pipeline(PipelineValue):
     ) -> Pipeline:
         """Run through all batches and return a new pipeline holding the run's results.
 
-        ``run(..., lazy=True)`` runs nothing: it returns a pipeline that stores the
-        arguments for a later ``run()`` or ``next_batch()``. ``checkpoint=`` (a
-        :class:`~fpipe.Checkpoint`) saves the iteration state and the environment every
-        few batches and resumes from the last save. The result compares by its
-        final environment too: it runs differently from its definition (variables
-        declared with ``init_on_each_run=False`` continue from the result's values).
+        A run must end: ``n_epochs=None`` needs ``n_iters`` (an endless stream is for
+        :meth:`iterate` or :meth:`gen_batch`). ``run(..., lazy=True)`` runs nothing: it
+        checks the arguments and returns a pipeline that stores them for a later ``run()``
+        or ``next_batch()``. ``checkpoint=`` (a :class:`~fpipe.Checkpoint`) saves the
+        iteration state and the environment every few batches and resumes from the last
+        save. The result compares by its final environment too: it runs differently from
+        its definition (variables declared with ``init_on_each_run=False`` continue from
+        the result's values).
         """
         args = (batch_size, shuffle, n_epochs, n_iters, drop_last, prefetch)
         kwargs = {"seed": seed, "executor": executor}
+        if not isinstance(lazy, (bool, np.bool_)):
+            raise TypeError(f"run(lazy=...) takes True or False, got {lazy!r}")
         if lazy:
+            if checkpoint is not None:
+                raise TypeError(
+                    "run(..., lazy=True) only stores the run arguments, so checkpoint= would "
+                    "be lost: pass checkpoint= to the later run()"
+                )
             self._run_args(args, kwargs)  # validate the names and values now
             given = {
                 k: v
@@ -256,7 +401,22 @@ class Pipeline(PipelineValue):
                 if not isinstance(v, _Default) and not (k == "batch_size" and v is None)
             }
             return self._new(lazy=pmap({**dict(self._lazy or {}), **given}), env=self._env)
+        if checkpoint is not None:
+            from .checkpoint import Checkpoint
+
+            if not isinstance(checkpoint, Checkpoint):
+                raise TypeError(
+                    f"run(checkpoint=...) takes a fpipe.Checkpoint, got {checkpoint!r}; "
+                    "e.g. `run(32, checkpoint=Checkpoint('run.ckpt', every=50))`"
+                )
         params = self._run_args(args, kwargs)
+        if params["n_epochs"] is None and params["n_iters"] is None:
+            raise ValueError(
+                "run(n_epochs=None) without n_iters would never end: give n_epochs (e.g. "
+                "n_epochs=1) or n_iters (e.g. n_iters=1000); for an endless stream use "
+                "iterate(..., n_epochs=None) or gen_batch(..., n_epochs=None) and stop when "
+                "you want"
+            )
         if checkpoint is None:
             with self._iterator(params) as it:
                 for _ in it:
@@ -300,7 +460,14 @@ class _Cursor:
             same = False
         if not same:
             self.reset()
-            self.iterator = pipeline._iterator(params)
+            # The iteration runs an equal stand-in: an iterator that held the pipeline (or
+            # its dataset, the key of Dataset.next_batch) would keep it alive from this
+            # table, and its workers would never stop.
+            dataset = pipeline.dataset
+            stand_in = pipeline._new(
+                env=pipeline._env, dataset=None if dataset is None else copy.copy(dataset)
+            )
+            self.iterator = stand_in._iterator(params)
             self.key = params
         assert self.iterator is not None
         try:

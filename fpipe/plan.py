@@ -14,106 +14,23 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from . import rng
-from .errors import ResumeError, did_you_mean
+from .errors import ResumeError
+from .state import IterState
 
 __all__ = ["BatchPlan", "IterState"]
 
-_STATE_INTS = ("seed", "epoch", "batch_in_epoch", "iteration")
-_STATE_KEYS = (*_STATE_INTS, "fingerprint")
-_STATE_OPTIONAL = ("carry",)
 _CACHE_ATTRS = ("_order_cache", "_fingerprint")
 
 
 def _is_int(x: object) -> bool:
     return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
-
-
-@dataclass(frozen=True)
-class IterState:
-    """Where an iteration stands: after ``iteration`` batches in all, ``batch_in_epoch``
-    of them in epoch ``epoch`` (0-based), for the plan identified by ``fingerprint``.
-
-    >>> st = IterState(seed=3, epoch=1, batch_in_epoch=2, iteration=7, fingerprint="ab")
-    >>> IterState.from_dict(st.to_dict()) == st
-    True
-    """
-
-    seed: int
-    epoch: int
-    batch_in_epoch: int
-    iteration: int
-    fingerprint: str
-    # What the rebatch stages of a pipeline hold between batches: per stage, the items
-    # not handed out yet and the number of batches it produced. Empty without rebatch.
-    carry: tuple[Any, ...] = ()
-
-    def to_dict(self) -> dict[str, int | str]:
-        """A JSON-able dict (ints and strings) that :meth:`from_dict` reads back.
-
-        Items held by a rebatch (``carry``) are pickled and base64-encoded.
-        """
-        d: dict[str, int | str] = {
-            "seed": int(self.seed),
-            "epoch": int(self.epoch),
-            "batch_in_epoch": int(self.batch_in_epoch),
-            "iteration": int(self.iteration),
-            "fingerprint": str(self.fingerprint),
-        }
-        if self.carry:
-            import base64
-            import pickle
-
-            d["carry"] = base64.b64encode(pickle.dumps(self.carry)).decode("ascii")
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> IterState:
-        """Read a state written by :meth:`to_dict`, checking its keys and value types."""
-        if not isinstance(d, Mapping):
-            raise ValueError(f"an IterState dict must be a mapping, not {type(d).__name__}")
-        known = (*_STATE_KEYS, *_STATE_OPTIONAL)
-        unknown = [k for k in d if k not in known]
-        if unknown:
-            hint = did_you_mean(str(unknown[0]), known)
-            raise ValueError(
-                f"unknown IterState key(s) {unknown}; expected {list(_STATE_KEYS)}.{hint}"
-            )
-        missing = [k for k in _STATE_KEYS if k not in d]
-        if missing:
-            raise ValueError(f"IterState dict lacks key(s) {missing}; got {sorted(d)}")
-        for k in _STATE_INTS:
-            v = d[k]
-            if not _is_int(v) or v < 0:
-                raise ValueError(f"IterState {k!r} must be a non-negative int, got {v!r}")
-        if not isinstance(d["fingerprint"], str):
-            raise ValueError(f"IterState 'fingerprint' must be a str, got {d['fingerprint']!r}")
-        carry: tuple[Any, ...] = ()
-        if d.get("carry"):
-            import base64
-            import pickle
-
-            try:
-                carry = tuple(pickle.loads(base64.b64decode(d["carry"])))
-            except Exception as exc:
-                raise ValueError(
-                    "IterState 'carry' (the items a rebatch held) is corrupt: "
-                    f"{type(exc).__name__}: {exc}"
-                ) from exc
-        return cls(
-            seed=int(d["seed"]),
-            epoch=int(d["epoch"]),
-            batch_in_epoch=int(d["batch_in_epoch"]),
-            iteration=int(d["iteration"]),
-            fingerprint=d["fingerprint"],
-            carry=carry,
-        )
 
 
 def _as_int(x: Any) -> Any:
@@ -290,6 +207,54 @@ class BatchPlan:
             object.__setattr__(self, "_fingerprint", fp)
         return fp
 
+    def parts(self) -> dict[str, Any]:
+        """The plan's shape as plain data (what a resume state is checked against).
+
+        >>> BatchPlan.make(10, 4, n_epochs=2).parts()["batch_size"]
+        4
+        """
+        return {
+            "n_items": int(self.n_items),
+            "batch_size": int(self.batch_size),
+            "shuffle": self._shuffle_kind(),
+            "drop_last": bool(self.drop_last),
+            "n_epochs": self.n_epochs,
+            "n_iters": self.n_iters,
+        }
+
+    def check_position(self, epoch: int, batch_in_epoch: int, iteration: int) -> None:
+        """Refuse a position this plan never reaches (a tampered or foreign state).
+
+        After ``iteration`` batches, ``batch_in_epoch`` of them in ``epoch``, the plan has
+        ``iteration == epoch * batches_per_epoch + batch_in_epoch``; the position may be the
+        end of the run but not past it.
+
+        >>> BatchPlan.make(10, 4).check_position(0, 2, 5)
+        Traceback (most recent call last):
+        ...
+        fpipe.errors.ResumeError: the state's position is inconsistent: ...
+        """
+        per = self.batches_per_epoch
+        if batch_in_epoch > per or iteration != epoch * per + batch_in_epoch:
+            raise ResumeError(
+                f"the state's position is inconsistent: iteration={iteration} cannot follow "
+                f"epoch={epoch}, batch_in_epoch={batch_in_epoch} with {per} batches per epoch "
+                f"(it would be {epoch * per + min(batch_in_epoch, per)}); the state was edited "
+                "or comes from another plan: start afresh without `state=`"
+            )
+        total = self.total_batches
+        if total is not None and iteration > total:
+            limit = (
+                f"n_iters={self.n_iters}"
+                if self.n_iters is not None
+                else (f"n_epochs={self.n_epochs}")
+            )
+            raise ResumeError(
+                f"the state is past the end of this run: it is at epoch {epoch}, "
+                f"iteration {iteration}, but the run ends after {total} batches ({limit}); "
+                "resume with the plan the state was saved under, or start afresh"
+            )
+
     def initial_state(self) -> IterState:
         """The state before the first batch."""
         return IterState(self.seed, 0, 0, 0, self.fingerprint)
@@ -363,10 +328,14 @@ class BatchPlan:
         1
         """
         self._check_state(state)
-        if state.seed == self.seed:
+        return self.reseeded(state.seed)
+
+    def reseeded(self, seed: int) -> BatchPlan:
+        """This plan with another seed (an int shuffle, which is the seed, follows it)."""
+        if seed == self.seed:
             return self
-        shuffle = state.seed if _is_int(self.shuffle) else self.shuffle
-        return dataclasses.replace(self, seed=state.seed, shuffle=shuffle)
+        shuffle = seed if _is_int(self.shuffle) else self.shuffle
+        return dataclasses.replace(self, seed=seed, shuffle=shuffle)
 
     def iterate(self, state: IterState | None = None) -> Iterator[tuple[IterState, np.ndarray]]:
         """Yield ``(state_after, positions)`` for each batch, from ``state`` or the start.

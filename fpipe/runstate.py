@@ -23,7 +23,7 @@ import numpy as np
 
 from . import rng
 from .env import Environment, appendable, resolve_model, update_mode
-from .errors import UndeclaredEffectError, UnknownVariableError, did_you_mean
+from .errors import FpipeError, UndeclaredEffectError, UnknownVariableError, did_you_mean
 from .models import model_config
 
 if TYPE_CHECKING:
@@ -66,7 +66,7 @@ class RunState:
         batch_class: type | None,
         config: Mapping[str, Any],
         batch_size: int | None = None,
-        streams: Callable[[Any, int], Iterator[Any]] | None = None,
+        streams: Callable[[Any, int, tuple[int, ...]], Iterator[Any]] | None = None,
     ) -> None:
         self.seed = seed
         self._streams = streams
@@ -78,6 +78,7 @@ class RunState:
         self._locks: dict[str, _RunLock] = {}
         self._pool: ThreadPoolExecutor | None = None
         self._closers: list[Callable[[], Any]] = []
+        self._closed = False
         self.resources: dict[Any, Any] = {}  # per-run helpers of steps (join/merge sources)
         # Lists this run made for `update_variable(..., mode="a"/"e")` that nobody outside
         # the run has seen yet: they grow in place, so n appends cost O(n), not O(n^2).
@@ -147,11 +148,32 @@ class RunState:
         """An endless stream of ``source``'s batches for a ``merge`` step at ``path``."""
         if self._streams is None:
             raise RuntimeError("this run cannot open source streams (no iterator gave it one)")
-        stream = self._streams(source, int(rng.derive(self.seed, *path).integers(2**62)))
+        stream = self._streams(source, int(rng.derive(self.seed, *path).integers(2**62)), path)
         close = getattr(stream, "close", None)
         if close is not None:
             self.on_close(close)
         return stream
+
+    def replica(self) -> RunState:
+        """A run like this one with its own copy of the environment.
+
+        It shares the seed, config, locks, step resources and merge streams; what its
+        steps do to variables and models stays in the replica. A resumed run remakes the
+        batches a ``rebatch`` held with one, so their effects, which the restored
+        environment already holds, are not applied twice. It closes with this run.
+        """
+        twin = RunState(
+            seed=self.seed,
+            env=self.env,
+            batch_class=self.batch_class,
+            config=self.config,
+            batch_size=self.batch_size,
+            streams=self._streams,
+        )
+        twin._locks = self._locks
+        twin.resources = self.resources
+        self.on_close(twin.close)
+        return twin
 
     def config_for(self, name: str, own: Mapping[str, Any] | None) -> dict[str, Any]:
         return model_config(self.config, name, own)
@@ -172,6 +194,11 @@ class RunState:
     def pool(self) -> ThreadPoolExecutor:
         """The run's one bounded thread pool for in-batch parallelism."""
         with self._mutex:
+            if self._closed:
+                raise FpipeError(
+                    "this run has ended (an error, close() or the end of its batches): a "
+                    "batch still being made cannot start in-batch work any more"
+                )
             if self._pool is None:
                 from concurrent.futures import ThreadPoolExecutor
 
@@ -185,6 +212,7 @@ class RunState:
         self._closers.append(fn)
 
     def close(self) -> None:
+        self._closed = True
         closers, self._closers = self._closers, []
         for fn in reversed(closers):
             fn()

@@ -155,7 +155,7 @@ def local_dask_client(n_workers: int = 2) -> Iterator[Any]:
             processes=True,
             host="127.0.0.1",
             scheduler_port=0,
-            dashboard_address="127.0.0.1:0",  # None still binds 8787; ask for a free port
+            dashboard_address="127.0.0.1:0",  # a free port: 8787 may be taken (a warning)
         ) as cluster,
         distributed.Client(cluster) as client,
     ):

@@ -107,7 +107,9 @@ def to_tf_dataset(
     tf = require_tf()
     from . import rng
 
-    params = pipeline._run_args(args, kwargs)  # validate now, in the caller's frame
+    params = pipeline._run_args(
+        args, kwargs, "to_tf_dataset"
+    )  # validate now, in the caller's frame
     names = _component_names(pipeline, components)
     single = len(names) == 1
 

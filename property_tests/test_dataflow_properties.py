@@ -1,4 +1,8 @@
-"""Batching, rebatch, merge, join and prefetch lose or duplicate nothing and repeat exactly."""
+"""Rebatch, randomness, prefetch and resuming: runs see every item and repeat exactly.
+
+Whether batching, rebatch, join and merge lose or duplicate anything is asked, with far
+more examples, by test_lose_nothing.py.
+"""
 
 from __future__ import annotations
 
@@ -43,11 +47,6 @@ class FlowItems(Batch):
         self.pipeline.update_variable("sums", float(self.values.sum()), mode="a")
         return self
 
-    @action
-    def with_other(self, other, scale=1):
-        assert other.indices.tolist() == self.indices.tolist()
-        return self.replace(values=self.values + scale * other.values, labels=other.labels)
-
 
 def values_of(ids):
     return np.asarray(ids, dtype=float) * 2 + 1
@@ -87,60 +86,6 @@ SEEDS = st.integers(0, 2**63 - 1)
 shuffles = st.one_of(st.just(False), st.just(True), SEEDS)
 
 
-@settings(max_examples=60, deadline=None)
-@given(datasets(), st.data(), shuffles, st.booleans(), st.integers(1, 3), st.integers(0, 3))
-def test_each_epoch_covers_every_item_exactly_once(ds, data, shuffle, drop_last, n_epochs, pf):
-    n = len(ds)
-    bs = data.draw(st.integers(1, n), label="batch_size")
-    batches = list(
-        ds.p.gen_batch(bs, shuffle=shuffle, n_epochs=n_epochs, drop_last=drop_last, prefetch=pf)
-    )
-    per_epoch = n // bs if drop_last else -(-n // bs)
-    kept = (n // bs) * bs if drop_last else n
-    assert len(batches) == per_epoch * n_epochs
-    all_ids = set(ds.indices.tolist())
-    for epoch in range(n_epochs):
-        group = batches[epoch * per_epoch : (epoch + 1) * per_epoch]
-        assert [len(b) for b in group[:-1]] == [bs] * (len(group) - 1)
-        assert 1 <= len(group[-1]) <= bs
-        ids = np.concatenate([b.indices for b in group]).tolist()
-        assert len(ids) == kept
-        assert len(set(ids)) == kept
-        assert set(ids) <= all_ids
-        if not drop_last:
-            assert set(ids) == all_ids
-        if shuffle is False:
-            assert ids == ds.indices[:kept].tolist()
-        for b in group:
-            check_rows(b)
-
-
-@settings(max_examples=60, deadline=None)
-@given(datasets(), st.data(), shuffles, st.booleans(), st.integers(1, 2), st.integers(0, 2))
-def test_rebatch_to_any_size_keeps_every_item_in_order(ds, data, shuffle, drop_last, n_epochs, pf):
-    n = len(ds)
-    bs = data.draw(st.integers(1, n), label="batch_size")
-    size = data.draw(st.integers(1, 2 * n + 1), label="rebatch_size")
-    kwargs = dict(shuffle=shuffle, n_epochs=n_epochs, drop_last=drop_last)
-    if shuffle is True:  # the same fresh order in both runs
-        kwargs["seed"] = data.draw(SEEDS, label="seed")
-    plain = list(ds.p.gen_batch(bs, **kwargs))
-    rebatched = list(ds.p.rebatch(size).gen_batch(bs, prefetch=pf, **kwargs))
-    total = sum(len(b) for b in plain)
-    assert [len(b) for b in rebatched[:-1]] == [size] * (len(rebatched) - 1)
-    assert len(rebatched) == -(-total // size)
-    assert 1 <= len(rebatched[-1]) <= size
-    for name in ("indices", "values", "labels"):
-        before = np.concatenate([getattr(b, name) for b in plain])
-        after = np.concatenate([getattr(b, name) for b in rebatched])
-        assert after.tobytes() == before.tobytes()
-    assert Counter(np.concatenate([b.indices for b in rebatched]).tolist()) == Counter(
-        np.concatenate([b.indices for b in plain]).tolist()
-    )
-    for b in rebatched:
-        check_rows(b)
-
-
 @settings(max_examples=40, deadline=None)
 @given(datasets(max_size=30), st.data(), st.integers(1, 3), st.integers(0, 2))
 def test_rebatch_between_actions_sees_every_item_once(ds, data, n_epochs, pf):
@@ -157,57 +102,6 @@ def test_rebatch_between_actions_sees_every_item_once(ds, data, n_epochs, pf):
     assert Counter(ids.tolist()) == Counter(ds.indices.tolist() * n_epochs)
     for b in out:
         check_rows(b)
-
-
-@settings(max_examples=50, deadline=None)
-@given(
-    st.integers(1, 20), st.data(), st.integers(1, 3), st.integers(1, 2), st.integers(0, 3), SEEDS
-)
-def test_merge_adds_each_source_batch_once_in_order(n, data, n_epochs, n_sources, pf, seed):
-    bs = data.draw(st.integers(1, n), label="batch_size")
-    sizes = [data.draw(st.integers(bs, 25), label=f"source_{k}_size") for k in range(n_sources)]
-    own = dataset(np.arange(n))
-    sources = [dataset(np.arange(1000 * (k + 1), 1000 * (k + 1) + m)) for k, m in enumerate(sizes)]
-    p = own.p.merge(*sources) << own
-    shuffle = data.draw(st.booleans(), label="shuffle")
-    out = list(p.gen_batch(bs, n_epochs=n_epochs, prefetch=pf, shuffle=shuffle, seed=seed))
-    parts = [[b.indices[b.indices // 1000 == k] for b in out] for k in range(n_sources + 1)]
-    for i, b in enumerate(out):
-        check_rows(b)
-        assert b.indices.tolist() == np.concatenate([part[i] for part in parts]).tolist()
-    mine = np.concatenate(parts[0]).tolist()
-    epochs = [mine[e * n : (e + 1) * n] for e in range(n_epochs)]
-    assert len(mine) == n * n_epochs
-    if shuffle:
-        assert all(sorted(e) == list(range(n)) for e in epochs)
-    else:
-        assert mine == list(range(n)) * n_epochs
-    for k, m in enumerate(sizes, start=1):
-        theirs = np.concatenate(parts[k]).tolist()
-        assert len(theirs) == sum(len(t) for t in parts[k])
-        # each source runs through its own epochs in order: its items, repeated
-        items = list(range(1000 * k, 1000 * k + m))
-        assert theirs == (items * (len(theirs) // m + 1))[: len(theirs)]
-        # one whole source batch per output batch: bs items, fewer only at a source epoch end
-        for t in parts[k]:
-            assert 1 <= len(t) <= bs
-            assert len(t) == bs or int(t[-1]) == items[-1]
-
-
-@settings(max_examples=50, deadline=None)
-@given(datasets(max_size=30), st.data(), shuffles, st.integers(0, 3), st.booleans())
-def test_join_passes_the_batch_with_the_same_ids(ds, data, shuffle, pf, through_pipeline):
-    n = len(ds)
-    bs = data.draw(st.integers(1, n), label="batch_size")
-    other = dataset(ds.indices)
-    source = other.p.add(5) if through_pipeline else other
-    out = list((ds.p.join(source).with_other(scale=2)).gen_batch(bs, shuffle=shuffle, prefetch=pf))
-    ids = np.concatenate([b.indices for b in out])
-    assert sorted(ids.tolist()) == sorted(ds.indices.tolist())
-    shift = 5 if through_pipeline else 0
-    for b in out:
-        assert b.values.tolist() == (values_of(b.indices) * 3 + 2 * shift).tolist()
-        assert b.labels.tolist() == labels_of(b.indices).tolist()
 
 
 # -- randomness and prefetch -----------------------------------------------------------------

@@ -90,10 +90,19 @@ def test_a_config_is_frozen_when_given():
 
 
 def test_datasets_and_pipelines_combine_only_with_the_linking_operators():
-    with pytest.raises(TypeError, match="link it with `pipeline << dataset`"):
+    both = r"`pipeline << dataset` or `dataset >> pipeline`"
+    with pytest.raises(TypeError, match=f"cannot add a dataset and a pipeline with `\\+`.*{both}"):
         Pipeline() + DS
-    with pytest.raises(TypeError, match="wrong way round"):
+    with pytest.raises(TypeError, match=f"cannot add a dataset and a pipeline.*{both}"):
+        DS + Pipeline()
+    with pytest.raises(TypeError, match=f"`dataset << pipeline` is the wrong way round.*{both}"):
         DS << Pipeline()
+    with pytest.raises(TypeError, match=f"`pipeline >> dataset` is the wrong way round.*{both}"):
+        Pipeline() >> DS
+    with pytest.raises(TypeError, match=r"`dataset >> x` links a pipeline x.*x is Dataset"):
+        DS >> DS
+    with pytest.raises(TypeError, match=r"`dataset >> x` links a pipeline x.*x is 3 \(int\)"):
+        DS >> 3
     with pytest.raises(TypeError, match="add pipelines with `\\+`"):
         Pipeline() << Pipeline()
     assert DS >> Pipeline().scale(2) == Pipeline().scale(2) << DS

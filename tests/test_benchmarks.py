@@ -64,3 +64,9 @@ def test_replace_benchmark_reports_every_side_and_the_extra_cost():
     names = re.findall(r"^(.+?)\s*: +-?[\d.]+ us/call", out, re.M)
     assert names == ["numpy op alone", "temporary", "held", "temp view", "held view"], out
     assert len(re.findall(r"extra cost of replace: +-?[\d.]+ us", out)) == 4, out
+
+
+def test_fingerprint_benchmark_reports_the_cost_per_gb():
+    out = run_script("bench_fingerprint.py", "--gb", "0.01")
+    assert re.search(r"^first  : [\d.]+ s \([\d.]+ s per GB\)$", out, re.M), out
+    assert re.search(r"^again  : [\d.]+ ms$", out, re.M), out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import signal
@@ -75,8 +76,7 @@ def final(p):
 
 
 def model_of(path):
-    with open(path, "rb") as f:
-        return pickle.load(f)["dynamic"]["ckp_linear"]
+    return Checkpoint(path).load()[1].dynamic["ckp_linear"]
 
 
 # -- saving --------------------------------------------------------------------------------
@@ -113,10 +113,9 @@ def test_a_run_saves_state_variables_and_models_every_n_batches(tmp_path, monkey
 def test_models_false_saves_variables_only(tmp_path):
     path = tmp_path / "vars.ckpt"
     training().run(**RUN, checkpoint=Checkpoint(path, every=100, models=False))
-    with open(path, "rb") as f:
-        saved = pickle.load(f)
-    assert sorted(saved) == ["state", "variables"]
-    assert len(saved["variables"]["seen"]) == 3 * N
+    state, env = Checkpoint(path).load()
+    assert state.iteration == 18 and not env.static and not env.dynamic
+    assert len(env.variables["seen"]) == 3 * N
 
 
 def test_a_checkpointed_run_ends_like_a_plain_run(tmp_path):
@@ -210,43 +209,84 @@ def test_a_failed_write_leaves_the_previous_save_intact(tmp_path, monkeypatch):
     assert Checkpoint(path).load()[0].iteration == 1
 
 
-def test_a_checkpoint_of_another_run_is_refused(tmp_path):
+def test_a_checkpoint_of_another_run_is_refused_naming_the_file_and_the_way_out(tmp_path):
     ckpt = Checkpoint(tmp_path / "other.ckpt", every=2)
     training().run(**RUN, checkpoint=ckpt)
-    with pytest.raises(ResumeError, match="belongs to another pipeline, dataset or batching plan"):
+    with pytest.raises(ResumeError) as info:
         training().run(**{**RUN, "batch_size": 6}, checkpoint=ckpt)
+    text = str(info.value)
+    assert f"checkpoint {tmp_path / 'other.ckpt'} was saved by another run" in text
+    assert "plan batch_size: 4 vs 6" in text
+    assert f"delete {tmp_path / 'other.ckpt'} or checkpoint to another path" in text
+
+
+def test_a_checkpoint_in_a_missing_folder_fails_before_any_work(tmp_path):
+    calls = SGD_CALLS[0]
+    path = tmp_path / "no" / "such" / "run.ckpt"
+    with pytest.raises(FpipeError, match=r"the folder .*no/such does not exist\. Create it first"):
+        training().run(**RUN, checkpoint=Checkpoint(path, every=5))
+    assert SGD_CALLS[0] == calls  # not one batch was trained on
+    assert not (tmp_path / "no").exists()
+
+
+CORRUPT = r"checkpoint .*\.ckpt is corrupt: .* Delete it to start the run afresh"
 
 
 @pytest.mark.parametrize(
-    "content", [b"\x80\x04not a pickle", b"", b"garbage"], ids=["bad", "empty", "text"]
+    "content",
+    [b"\x80\x04not a pickle", b"", b"garbage", pickle.dumps([1, 2])],
+    ids=["bad", "empty", "text", "a pickle"],
 )
-def test_a_corrupt_checkpoint_is_an_error(tmp_path, content):
+def test_a_file_that_is_not_a_checkpoint_is_corrupt(tmp_path, content):
     path = tmp_path / "corrupt.ckpt"
     path.write_bytes(content)
-    with pytest.raises(FpipeError, match=r"corrupt\.ckpt is corrupt or not an fpipe checkpoint"):
+    with pytest.raises(FpipeError, match=CORRUPT):
         training().run(**RUN, checkpoint=Checkpoint(path))
 
 
-def test_a_truncated_checkpoint_is_an_error(tmp_path):
-    path = tmp_path / "cut.ckpt"
+def _saved(tmp_path):
+    path = tmp_path / "run.ckpt"
     training().run(**RUN, checkpoint=Checkpoint(path, every=5))
-    path.write_bytes(path.read_bytes()[:-20])
-    with pytest.raises(FpipeError, match="is corrupt or not an fpipe checkpoint"):
+    return path, path.read_bytes()
+
+
+def test_every_flipped_byte_and_every_cut_is_reported_as_corrupt(tmp_path):
+    path, good = _saved(tmp_path)
+    # every byte of the header, digest and state, and a spread of the pickled part
+    header = good.index(b"\n", good.index(b"\n", 20) + 1) + 200
+    positions = [*range(min(header, len(good))), *range(header, len(good), 97)]
+    for i in positions:
+        for flip in (0x01, 0x80):
+            data = bytearray(good)
+            data[i] ^= flip
+            path.write_bytes(bytes(data))
+            with pytest.raises(FpipeError, match=CORRUPT) as info:
+                Checkpoint(path).load()
+            assert str(path) in str(info.value)
+    for cut in (0, 1, 10, 30, 90, len(good) // 2, len(good) - 1):
+        path.write_bytes(good[:cut])
+        with pytest.raises(FpipeError, match=CORRUPT):
+            Checkpoint(path).load()
+    path.write_bytes(good)
+    assert Checkpoint(path).load()[0].iteration == 18
+
+
+def test_a_checkpoint_never_unpickles_before_its_digest_matches(tmp_path, monkeypatch):
+    path, good = _saved(tmp_path)
+    calls = []
+    monkeypatch.setattr(pickle, "loads", lambda *a, **k: calls.append(a))
+    path.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
+    with pytest.raises(FpipeError, match=CORRUPT):
         Checkpoint(path).load()
+    assert calls == []
 
 
-def test_a_pickle_that_is_not_a_checkpoint_is_an_error(tmp_path):
-    path = tmp_path / "list.ckpt"
-    path.write_bytes(pickle.dumps([1, 2]))
-    with pytest.raises(FpipeError, match="holds a list, not a dict with 'state' and 'variables'"):
-        training().run(**RUN, checkpoint=Checkpoint(path))
-
-
-def test_a_checkpoint_with_a_bad_state_is_refused(tmp_path):
-    path = tmp_path / "badstate.ckpt"
-    path.write_bytes(pickle.dumps({"state": {"seed": 1}, "variables": {}}))
-    with pytest.raises(ValueError, match="IterState dict lacks key"):
-        training().run(**RUN, checkpoint=Checkpoint(path))
+def test_the_state_in_a_checkpoint_is_plain_json(tmp_path):
+    _, good = _saved(tmp_path)
+    lines = good.split(b"\n", 3)
+    assert lines[0] == b"fpipe-checkpoint/2"
+    state = json.loads(lines[2])
+    assert (state["seed"], state["iteration"]) == (21, 18)
 
 
 # -- killed and restarted ------------------------------------------------------------------

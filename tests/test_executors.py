@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 import time
@@ -316,8 +317,9 @@ def test_a_dask_client_gives_the_sequential_results_and_runs_the_pure_prefix_on_
         assert {p for b in got for p in b.dpid.tolist()} == {DRIVER_PID}
     done = exec_pipeline().run(BATCH, executor=dask_client, **RUN)
     assert done.get_variable("seen") == env0.variables["seen"]
-    with pytest.raises(ActionError, match=FAIL):
+    with pytest.raises(ActionError, match=FAIL) as info:
         collect(exec_pipeline(Pipeline().apply(exec_fail_on, 11)), executor=dask_client)
+    assert type(info.value.__cause__) is ValueError
 
 
 @pytest.mark.dask
@@ -365,12 +367,20 @@ def test_an_error_in_a_pure_step_on_a_worker_is_reported_as_in_a_sequential_run(
     p = exec_pipeline(Pipeline().apply(exec_fail_on, 11))
     with pytest.raises(ActionError, match=FAIL) as sequential_error:
         collect(p)
+    cause = sequential_error.value.__cause__
+    assert type(cause) is ValueError and str(cause) == "cannot take item 11"
     for executor in ("threads", ProcessExecutor(1)):
         with pytest.raises(ActionError, match=FAIL) as info:
             collect(p, prefetch=2, executor=executor)
         assert str(info.value) == str(sequential_error.value)
         assert info.value.step == "apply(exec_fail_on, 11)"
         assert 11 in info.value.batch_indices.tolist()
+        # the action's own exception, not a stand-in for a worker process's traceback
+        assert type(info.value.__cause__) is ValueError
+        assert str(info.value.__cause__) == "cannot take item 11"
+        if executor != "threads":  # the worker's traceback comes along, as a note
+            (note,) = info.value.__notes__
+            assert "exec_fail_on" in note and "ValueError: cannot take item 11" in note
 
 
 def test_workers_receive_only_the_steps_up_to_the_first_driver_step_in_place():
@@ -555,3 +565,236 @@ def test_an_effectful_step_runs_once_per_batch_in_order_with_dask(train_sequenti
     got = train_run(dask_client, 0)
     assert_trained_once_per_batch_in_order(got, train_sequential)
     assert {p for b in got[0] for p in b.wpid.tolist()} <= dask_worker_pids(dask_client)
+
+
+# -- one executor, many runs: per-run state lives in the run --------------------------------
+def fpipe_worker_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name.startswith("fpipe")}
+
+
+def no_worker_thread_left(before: set[threading.Thread], within: float = 10.0) -> bool:
+    """Whether every fpipe thread started since ``before`` has gone (they may still be
+    finishing a batch: a generous bound, not a timing test)."""
+    deadline = time.monotonic() + within
+    while fpipe_worker_threads() - before:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def shifted_pipeline(offset: float) -> Pipeline:
+    x = np.arange(N_ITEMS, dtype=np.float64) + offset
+    ds = Dataset(N_ITEMS, ExecNums, preloaded={"x": x})
+    return ds.p.apply(exec_scale, 3.0).noisy_square().mark_worker()
+
+
+@pytest.mark.timeout(60)
+def test_one_thread_executor_serves_two_concurrent_runs_each_with_its_own_batches():
+    shared = ThreadExecutor(2)
+    pipelines = {"a": shifted_pipeline(0.0), "b": shifted_pipeline(1000.0)}
+    expected = {k: collect(p)[0] for k, p in pipelines.items()}
+    both_open = threading.Barrier(2, timeout=20)
+    got: dict[str, object] = {}
+
+    def consume(key: str) -> None:
+        try:
+            with pipelines[key].iterate(BATCH, executor=shared, **RUN) as it:
+                first = next(it)  # this run's workers are started
+                both_open.wait()  # ...and so are the other run's
+                got[key] = [first, *it]
+        except BaseException as exc:  # reported below, in the test's thread
+            got[key] = exc
+
+    runners = [threading.Thread(target=consume, args=(k,)) for k in pipelines]
+    for t in runners:
+        t.start()
+    for t in runners:
+        t.join(30)
+    for key in pipelines:
+        result = got[key]
+        assert isinstance(result, list), f"run {key!r} failed: {result!r}"
+        assert_same_batches(result, expected[key])
+
+
+SHARED_THREADS = ThreadExecutor(2)
+
+
+def exec_inner_total(batch, executor):
+    """Runs a whole pipeline on ``executor`` for every batch: a run nested in a run."""
+    inner = Dataset(6, ExecNums, preloaded={"x": np.arange(6.0)}).p.apply(exec_scale, 2.0)
+    total = sum(float(b.x.sum()) for b in inner.gen_batch(2, executor=executor))
+    return batch.replace(y=np.full(len(batch), total))
+
+
+@pytest.mark.parametrize("where", ["worker", "driver"])
+@pytest.mark.timeout(60)
+def test_a_run_nested_in_a_step_may_use_the_executor_of_the_outer_run(where):
+    step = exec_inner_total if where == "worker" else action(effects=True)(exec_inner_total)
+    p = exec_dataset().p.apply(exec_scale, 3.0).apply(step, SHARED_THREADS)
+    with p.iterate(BATCH, executor=SHARED_THREADS, **RUN) as it:
+        got = list(it)
+    expected, _ = collect(p)
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(g.indices, e.indices)
+        assert g.x.tobytes() == e.x.tobytes()
+        assert g.y.tolist() == [30.0] * len(g)  # 2 * (0 + 1 + ... + 5), from the inner run
+
+
+def test_executors_hold_configuration_only_and_compare_by_it():
+    import pickle
+
+    assert ThreadExecutor(3) == ThreadExecutor(3) != ThreadExecutor(2)
+    assert hash(ProcessExecutor(2)) == hash(ProcessExecutor(2, window=4))
+    assert ProcessExecutor(2) != ProcessExecutor(2, max_restarts=0)
+    assert repr(ThreadExecutor(3)) == "ThreadExecutor(workers=3)"
+    used = ThreadExecutor(2)
+    list(exec_dataset().p.apply(exec_scale, 2.0).iterate(BATCH, executor=used))
+    assert pickle.loads(pickle.dumps(used)) == used == ThreadExecutor(2)
+
+
+# -- errors: on time, with their cause, and no worker left behind -------------------------------
+def exec_fail_or_stall(batch, fail_at, stall_at, stalled, release):
+    """Batch ``stall_at`` waits for ``release``; batch ``fail_at`` fails once it stalls."""
+    first = int(batch.indices[0])
+    if first == stall_at:
+        stalled.set()
+        release.wait(30)
+    if first == fail_at:
+        stalled.wait(10)  # the later batch is in flight, stuck, when this one fails
+        raise ValueError("batch five is broken")
+    return batch
+
+
+@pytest.mark.timeout(60)
+def test_an_error_reaches_the_caller_when_its_batch_is_due_even_if_a_later_batch_is_stuck():
+    stalled, release = threading.Event(), threading.Event()
+    # batches of 2, in order: batch #5 starts with item 10, batch #7 with item 14
+    p = Dataset(40).p.apply(exec_fail_or_stall, 10, 14, stalled, release)
+    before = fpipe_worker_threads()
+    timer = threading.Timer(20, release.set)  # the stuck batch gives up after 20 s
+    timer.start()
+    try:
+        with pytest.raises(ActionError, match=r"failed on batch #5 .*batch five is broken"):
+            p.run(2, prefetch=4)
+        arrived_in_time = not release.is_set()
+    finally:
+        release.set()
+        timer.cancel()
+    assert stalled.is_set()
+    assert arrived_in_time, "the error waited for the stuck batch #7"
+    assert no_worker_thread_left(before)  # the stuck worker goes once its batch ends
+
+
+def exec_fail_after(batch, index):
+    """Fails after the rebatch: the first stage is left in the middle of its batches."""
+    if index in batch.indices:
+        raise ValueError(f"cannot take item {index}")
+    return batch
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+@pytest.mark.timeout(60)
+def test_after_an_error_in_a_rebatching_run_no_worker_thread_stays_while_the_error_is_held(where):
+    p = Dataset(40).p
+    p = p.apply(exec_fail_on, 11).rebatch(3) if where == "before" else p.rebatch(3)
+    if where == "after":
+        p = p.apply(exec_fail_after, 11)
+    before = fpipe_worker_threads()
+    gc.disable()  # no help from the garbage collector: nothing may depend on it
+    try:
+        with pytest.raises(ActionError, match="cannot take item 11") as info:
+            for _ in p.gen_batch(2, prefetch=4):
+                pass
+        held = info.value  # the caller keeps the error, and so its traceback
+        assert no_worker_thread_left(before)
+        assert "cannot take item 11" in str(held)
+    finally:
+        gc.enable()
+
+
+@pytest.mark.timeout(60)
+def test_dropping_an_iterator_in_the_middle_stops_its_workers_without_the_gc():
+    before = fpipe_worker_threads()
+    gc.disable()
+    try:
+        it = exec_dataset().p.apply(exec_scale, 2.0).rebatch(3).iterate(2, prefetch=4)
+        next(it)
+        assert fpipe_worker_threads() - before
+        del it
+        assert not fpipe_worker_threads() - before
+    finally:
+        gc.enable()
+
+
+@pytest.mark.timeout(60)
+def test_dropping_a_pipeline_in_the_middle_of_next_batch_stops_its_workers_without_the_gc():
+    before = fpipe_worker_threads()
+    run = None
+    gc.disable()
+    try:
+        p = exec_dataset().p.apply(exec_scale, 2.0)
+        p.next_batch(2, prefetch=4)
+        run = p.iteration()
+        assert run is not None and fpipe_worker_threads() - before
+        del p
+        assert not fpipe_worker_threads() - before
+    finally:
+        gc.enable()
+        if run is not None:
+            run.close()  # whatever happened: no thread left for the other tests
+
+
+@pytest.mark.dask
+@pytest.mark.timeout(120)
+def test_resume_states_do_not_depend_on_the_executor(dask_client):
+    """A state taken under any executor equals the sequential one and resumes under any."""
+    p = exec_pipeline().rebatch(3)
+
+    def state_after(k, **how):
+        with p.iterate(BATCH, **RUN, **how) as it:
+            for _ in range(k):
+                next(it)
+            return it.get_state()
+
+    def rest(state, **how):
+        with p.iterate(BATCH, **RUN, state=state.to_dict(), **how) as it:
+            return [(b.indices.tolist(), b.y.tolist()) for b in it]
+
+    ways = [
+        {},
+        {"prefetch": 3},
+        {"executor": ThreadExecutor(2)},
+        {"executor": ProcessExecutor(2)},
+        {"executor": dask_client},
+    ]
+    expected = state_after(5)
+    for how in ways[1:]:
+        assert state_after(5, **how) == expected, how
+    whole = rest(state_after(0))
+    for before, after in zip(ways, [*ways[3:], *ways[:3]], strict=True):
+        assert rest(state_after(5, **before), **after) == whole[5:], (before, after)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_a_worker_that_died_before_the_next_batch_is_sent_is_survived(sequential, tmp_path):
+    """The pool may be broken when a batch is submitted, not only when one is collected."""
+    expected, env0 = sequential
+    marker = tmp_path / "died"
+    victim = int(expected[3].indices[0])
+    p = exec_pipeline(Pipeline().apply(exec_die_once, str(marker), victim))
+    got = []
+    with p.iterate(BATCH, executor=ProcessExecutor(2), **RUN) as it:
+        for batch in it:
+            got.append(batch)
+            if len(got) == 2:  # let the victim's worker die while nothing is collected
+                deadline = time.monotonic() + 30
+                while not marker.exists() and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                time.sleep(0.5)
+        env = it.env
+    assert marker.exists()
+    assert_same_batches(got, expected)
+    assert env.variables["seen"] == env0.variables["seen"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import subprocess
 import sys
 import threading
@@ -113,16 +114,26 @@ def test_resuming_from_a_dict_state_works_like_the_state():
         assert fingerprints(again) == rest
 
 
-def test_the_state_seed_wins_over_a_seed_given_again():
+def test_the_state_seed_is_used_when_no_seed_is_given_again():
     p = pipeline()
     with p.iterate(4, shuffle=True, n_epochs=2, seed=2) as it:
         next(it)
         state = it.get_state()
         rest = fingerprints(it)
-    for other in (None, 77):
-        with p.iterate(4, shuffle=True, n_epochs=2, seed=other, state=state) as again:
+    for same in ({}, {"seed": 2}):
+        with p.iterate(4, shuffle=True, n_epochs=2, state=state, **same) as again:
             assert again.seed == 2
             assert fingerprints(again) == rest
+
+
+def test_an_explicit_seed_that_differs_from_the_state_is_refused():
+    with pipeline().iterate(4, shuffle=True, seed=2) as it:
+        next(it)
+        state = it.get_state()
+    with pytest.raises(
+        ResumeError, match=r"seed=77 was given, but the state was saved with seed=2"
+    ):
+        pipeline().iterate(4, shuffle=True, seed=77, state=state)
 
 
 def test_resuming_at_an_epoch_boundary_starts_the_next_epoch():
@@ -230,15 +241,21 @@ def test_a_rebatch_pipeline_is_resumable_at_every_position(regroup, prefetch):
     assert assert_resumable(p, 3, shuffle=True, n_epochs=2, seed=6, prefetch=prefetch) > 0
 
 
-def test_a_rebatch_state_carries_the_held_items_and_stays_json_able():
+def test_a_rebatch_state_is_plain_json_and_holds_no_items():
     with pipeline().rebatch(4).iterate(3, seed=1) as it:
         first = next(it)  # 4 items out of two input batches of 3: 2 items are held
         state = it.get_state()
         second = next(it)
-    ((held, produced),) = state.carry
-    assert produced == 1 and sum(len(b) for b in held) == 2
-    assert [b._ctx for b in held] == [None] * len(held)  # no run context in a state
-    copy = IterState.from_dict(json.loads(json.dumps(state.to_dict())))
+    d = state.to_dict()
+    # the held items are not in the state: where they came from is
+    assert d["produced"] == [1]
+    assert d["position"] == {
+        "from": {"epoch": 0, "batch_in_epoch": 1, "iteration": 1},
+        "skip": 1,
+        "produced": 1,
+    }
+    assert json.loads(json.dumps(d)) == d
+    copy = IterState.from_dict(json.loads(json.dumps(d)))
     assert copy == state
     with pipeline().rebatch(4).iterate(3, seed=1, state=copy) as resumed:
         again = next(resumed)
@@ -246,12 +263,40 @@ def test_a_rebatch_state_carries_the_held_items_and_stays_json_able():
     assert first.indices.tolist() == [0, 1, 2, 3] and again.indices.tolist() == [4, 5, 6, 7]
 
 
-def test_a_state_with_held_items_is_refused_by_another_pipeline():
+def test_a_rebatch_state_is_refused_by_another_pipeline():
     with pipeline().rebatch(4).iterate(3, seed=1) as it:
         next(it)
         state = it.get_state()
-    with pytest.raises(ResumeError, match="belongs to another pipeline"):
+    with pytest.raises(ResumeError, match=r"step 2: rebatch\(4\) vs rebatch\(5\)"):
         pipeline().rebatch(5).iterate(3, seed=1, state=state)
+
+
+def test_effects_before_a_rebatch_are_not_applied_twice_on_resume():
+    p = dataset().p.init_variable("sum", []).total().rebatch(4)
+    with p.iterate(3, seed=1) as it:
+        next(it)
+        state, env = it.get_state(), it.env
+        rest = [b.indices.tolist() for b in it]
+        final = it.get_variable("sum")
+    with p._iterator(p._run_args((3,), {"seed": 1}), state=state, restore=env) as again:
+        assert [b.indices.tolist() for b in again] == rest
+        # the two source batches the rebatch held were made again, with a replica of
+        # the run: their sums are counted once
+        assert again.get_variable("sum") == final
+
+
+def test_merge_resumes_where_each_merged_source_stands():
+    # the case: resumed batch 2 must be [6,7,8,106,107,108], not [6,7,8,100,...]
+    other = Dataset(np.arange(100, 130), ItrItems, preloaded={"x": np.zeros(30)}).p
+    p = dataset(12).p.merge(other)
+    with p.iterate(3, seed=0) as it:
+        next(it), next(it)
+        state = it.get_state()
+        third = next(it)
+    assert third.indices.tolist() == [6, 7, 8, 106, 107, 108]
+    with p.iterate(3, seed=0, state=json.loads(json.dumps(state.to_dict()))) as again:
+        assert next(again).indices.tolist() == [6, 7, 8, 106, 107, 108]
+    assert list(state.position["merges"]) == ["0.0"]
 
 
 # -- refused states --------------------------------------------------------------------------
@@ -263,58 +308,159 @@ def saved_state():
         return it.get_state()
 
 
-ANOTHER_RUN = "this iteration state belongs to another pipeline, dataset or batching plan"
+ANOTHER_RUN = "this state comes from a run that makes different batches"
 
 
 @pytest.mark.parametrize(
-    "other",
+    ("other", "difference"),
     [
-        lambda: pipeline().iterate(4, seed=1, state=saved_state()),  # batch_size
-        lambda: pipeline().iterate(3, shuffle=True, seed=1, state=saved_state()),  # shuffle
-        lambda: pipeline().iterate(3, n_epochs=2, seed=1, state=saved_state()),  # epochs
-        lambda: pipeline().double().iterate(3, seed=1, state=saved_state()),  # steps
-        lambda: dataset().p.double().jitter(0.7).iterate(3, seed=1, state=saved_state()),  # args
-        lambda: dataset(11).p.double().jitter(0.5).iterate(3, seed=1, state=saved_state()),
-        lambda: (
-            Dataset(np.arange(1, 11), ItrItems, preloaded={"x": np.zeros(N)})
-            .p.double()
-            .jitter(0.5)
-            .iterate(3, seed=1, state=saved_state())
-        ),  # other item ids
+        (lambda: pipeline().iterate(4, seed=1, state=saved_state()), "plan batch_size: 3 vs 4"),
+        (
+            lambda: pipeline().iterate(3, shuffle=True, seed=1, state=saved_state()),
+            "plan shuffle: 'ordered' vs 'shuffled'",
+        ),
+        (
+            lambda: pipeline().iterate(3, n_epochs=2, seed=1, state=saved_state()),
+            "plan n_epochs: 1 vs 2",
+        ),
+        (
+            lambda: pipeline().double().iterate(3, seed=1, state=saved_state()),
+            r"step 2: double\(\) is new",
+        ),
+        (
+            lambda: dataset().p.double().jitter(0.7).iterate(3, seed=1, state=saved_state()),
+            r"step 1: jitter\(0.5\) vs jitter\(0.7\)",
+        ),
+        (
+            lambda: dataset(11).p.double().jitter(0.5).iterate(3, seed=1, state=saved_state()),
+            "plan n_items: 10 vs 11",
+        ),
+        (
+            lambda: (
+                Dataset(np.arange(1, 11), ItrItems, preloaded={"x": np.zeros(N)})
+                .p.double()
+                .jitter(0.5)
+                .iterate(3, seed=1, state=saved_state())
+            ),
+            "dataset contents differ",
+        ),
+        (
+            lambda: (
+                Dataset(N, ItrItems, preloaded={"x": np.arange(N) + 1.0})
+                .p.double()
+                .jitter(0.5)
+                .iterate(3, seed=1, state=saved_state())
+            ),
+            "dataset contents differ",
+        ),
+        (
+            lambda: (pipeline() << {"lr": 0.2}).iterate(3, seed=1, state=saved_state()),
+            "config 'lr': missing vs 0.2",
+        ),
     ],
-    ids=["batch_size", "shuffle", "n_epochs", "steps", "arguments", "size", "ids"],
+    ids=[
+        "batch_size",
+        "shuffle",
+        "n_epochs",
+        "steps",
+        "arguments",
+        "size",
+        "ids",
+        "data",
+        "config",
+    ],
 )
-def test_a_state_from_another_run_is_refused(other):
-    with pytest.raises(ResumeError, match=ANOTHER_RUN):
+def test_a_state_from_another_run_is_refused_saying_what_differs(other, difference):
+    with pytest.raises(ResumeError, match=ANOTHER_RUN) as info:
         other()
+    assert re.search(difference, str(info.value)), str(info.value)
+    assert "start afresh without `state=`" in str(info.value)
 
 
-def test_the_refusal_says_what_must_match():
-    with pytest.raises(ResumeError, match="batch_size, shuffle kind, drop_last, n_epochs"):
-        pipeline().iterate(5, seed=1, state=saved_state())
+def test_array_arguments_closures_and_config_values_are_told_apart():
+    class Scale(Batch):
+        components = ("x",)
+
+        @action
+        def scale(self, k):
+            return self.replace(x=self.x * k)
+
+    ds = Dataset(4, Scale, preloaded={"x": np.ones(4)})
+
+    def refused(a, b):
+        with a.iterate(2, seed=0) as it:
+            next(it)
+            state = it.get_state()
+        with pytest.raises(ResumeError) as info:
+            b.iterate(2, seed=0, state=state)
+        return str(info.value)
+
+    text = refused(ds.p.scale(np.ones(1)), ds.p.scale(np.full(1, 2.0)))
+    assert "step 0: scale(<array 1.0>) vs scale(<array 2.0>)" in text
+    k = [1.0]
+    first = ds.p.apply(lambda b: b.replace(x=b.x * k[0]))
+    k2 = [3.0]
+    second = ds.p.apply(lambda b: b.replace(x=b.x * k2[0]))
+    assert "step 0" in refused(first, second)
+    assert "config 'lr': 0.1 vs 0.2" in refused(ds.p << {"lr": 0.1}, ds.p << {"lr": 0.2})
 
 
 def test_a_state_of_the_wrong_type_is_refused():
-    with pytest.raises(ResumeError, match="state must be an IterState or its dict, not"):
+    with pytest.raises(ResumeError, match="state must be an IterState or the dict of one"):
         pipeline().iterate(3, state=[0, 0, 0])
 
 
 def test_a_malformed_state_dict_is_refused():
     d = saved_state().to_dict()
     d["epoch"] = -1
-    with pytest.raises(ValueError, match="IterState 'epoch' must be a non-negative int"):
+    with pytest.raises(ResumeError, match="IterState 'epoch' must be a non-negative int"):
         pipeline().iterate(3, state=d)
     d = saved_state().to_dict()
     d["epok"] = d.pop("epoch")
-    with pytest.raises(ValueError, match=r"unknown IterState key.*Did you mean 'epoch'"):
+    with pytest.raises(ResumeError, match=r"unknown IterState key.*Did you mean 'epoch'"):
         pipeline().iterate(3, state=d)
 
 
-def test_a_state_past_the_end_of_an_epoch_is_refused():
+def _tampered(**change):
     st = saved_state()
-    bad = IterState(st.seed, 0, 99, 99, st.fingerprint)
-    with pytest.raises(ResumeError, match="is inconsistent with this plan"):
-        list(pipeline().iterate(3, seed=1, state=bad))
+    fields = {**st.__dict__, **change}
+    return IterState(**fields)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"batch_in_epoch": 99, "iteration": 99}, "position is inconsistent"),
+        ({"iteration": 3}, "position is inconsistent"),  # epoch 0, batch 1 is iteration 1
+        ({"epoch": 5, "batch_in_epoch": 0, "iteration": 20}, "past the end of this run"),
+        ({"produced": (1,)}, "records 1 rebatch stage"),
+        ({"fingerprint": "0" * 32}, "makes different batches"),
+    ],
+    ids=["past an epoch", "iteration", "past the end", "stages", "fingerprint"],
+)
+def test_a_tampered_state_is_refused(change, message):
+    with pytest.raises(ResumeError, match=message):
+        pipeline().iterate(3, seed=1, state=_tampered(**change))
+
+
+def test_a_tampered_rebatch_position_is_refused():
+    p = pipeline().rebatch(4)
+    with p.iterate(3, seed=1) as it:
+        next(it)
+        d = it.get_state().to_dict()
+    future = json.loads(json.dumps(d))
+    future["position"]["from"]["iteration"] = 3
+    future["position"]["from"]["batch_in_epoch"] = 3
+    with pytest.raises(ResumeError, match="after its present iteration"):
+        p.iterate(3, seed=1, state=future)
+    skip = json.loads(json.dumps(d))
+    skip["position"]["skip"] = 3
+    with pytest.raises(ResumeError, match="had handed out 3 items of a batch of 3"):
+        next(p.iterate(3, seed=1, state=skip))
+    flat = json.loads(json.dumps(d))
+    flat["position"] = flat["position"]["from"]
+    with pytest.raises(ResumeError, match="wrong number of nested stages"):
+        p.iterate(3, seed=1, state=flat)
 
 
 # -- a new process ---------------------------------------------------------------------------
@@ -417,3 +563,24 @@ def test_result_midway_holds_the_variables_so_far_and_env_matches():
 def test_a_pipeline_without_a_dataset_cannot_iterate():
     with pytest.raises(FpipeError, match="this pipeline has no dataset"):
         Pipeline().double().iterate(3)
+
+
+def test_the_dataset_is_hashed_only_when_a_state_is_taken_or_checked(monkeypatch):
+    import fpipe.fingerprint
+
+    calls = []
+    real = fpipe.fingerprint.dataset_digest
+    monkeypatch.setattr(
+        fpipe.fingerprint, "dataset_digest", lambda ds: calls.append(ds) or real(ds)
+    )
+    p = pipeline()
+    with p.iterate(3, seed=1) as it:
+        list(it)
+    assert calls == []
+    with p.iterate(3, seed=1) as it:
+        next(it)
+        state = it.get_state()
+        it.get_state()
+    assert len(calls) == 1  # once per run, however many states are taken
+    p.iterate(3, seed=1, state=state).close()
+    assert len(calls) == 2

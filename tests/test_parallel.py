@@ -118,6 +118,27 @@ class ParNums(Batch):
             self.pipeline.update_variable("log", (int(self.indices[0]), item_id), mode="a")
         return item_id * 2
 
+    @action
+    @inbatch_parallel(init="indices", post="_collect", target="threads")
+    def interrupt_on_two(self, item_id):
+        if item_id == 2:
+            raise KeyboardInterrupt
+        return item_id
+
+    @action
+    @inbatch_parallel(init="indices", post="_collect", target="for")
+    def interrupt_on_two_for(self, item_id):
+        if item_id == 2:
+            raise KeyboardInterrupt
+        return item_id
+
+    @action
+    @inbatch_parallel(init="indices", post="_collect", target="async")
+    async def interrupt_on_two_async(self, item_id):
+        if item_id == 2:
+            raise KeyboardInterrupt
+        return item_id
+
     def _evens(self):
         return [i for i in self.indices.tolist() if i % 2 == 0]
 
@@ -260,6 +281,29 @@ def test_failing_item_in_a_pipeline_is_an_action_error_chaining_the_original():
 def test_failing_item_with_prefetch_reaches_the_caller():
     with pytest.raises(ActionError, match=r"`fail_on_two_async\(\)`.*async item two is broken"):
         (Pipeline().fail_on_two_async() << ds(9)).run(3, prefetch=2)
+
+
+INTERRUPTING = ["interrupt_on_two", "interrupt_on_two_for", "interrupt_on_two_async"]
+
+
+@pytest.mark.parametrize("name", INTERRUPTING)
+def test_keyboard_interrupt_in_an_item_propagates_as_itself(name):
+    with pytest.raises(KeyboardInterrupt):
+        getattr(make(4), name)()
+
+
+@pytest.mark.parametrize("prefetch", [0, 2])
+@pytest.mark.parametrize("name", INTERRUPTING)
+@pytest.mark.timeout(60)
+def test_keyboard_interrupt_in_an_item_of_a_run_propagates_as_itself(name, prefetch):
+    before = set(threading.enumerate())
+    p = getattr(Pipeline(), name)() << ds(9)
+    with pytest.raises(KeyboardInterrupt):
+        p.run(3, prefetch=prefetch)
+    deadline = time.monotonic() + 10  # workers finish the batch they hold, then go
+    while fpipe_threads() - before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not fpipe_threads() - before
 
 
 # -- bad definitions -------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import pytest
 
 from fpipe import Batch, Dataset, Pipeline, action, model, rng
 from fpipe.env import Environment
-from fpipe.errors import UndeclaredEffectError
+from fpipe.errors import FpipeError, UndeclaredEffectError
 from fpipe.interpreter import CompiledStep
 from fpipe.runstate import BatchContext, PureView, RunState
 
@@ -220,3 +220,23 @@ def test_a_dynamic_model_factory_cannot_create_an_undeclared_variable():
         causes.append(err)
         err = err.__cause__
     assert any(isinstance(c, UnknownVariableError) for c in causes)
+
+
+def test_a_closed_run_starts_no_new_pool():
+    """A batch that finishes after its run ended (a stalled worker) leaves no threads."""
+    run = run_state()
+    run.close()
+    with pytest.raises(FpipeError, match="this run has ended"):
+        run.pool()
+
+
+def test_a_replica_shares_resources_but_keeps_its_own_environment():
+    run = run_state(n=[])
+    run.resources["k"] = "shared"
+    twin = run.replica()
+    twin.update_variable("n", 1, mode="a")
+    assert twin.resources is run.resources and twin.lock("a") is run.lock("a")
+    assert twin.env.get_variable("n") == [1] and run.env.get_variable("n") == []
+    run.close()
+    with pytest.raises(FpipeError, match="this run has ended"):
+        twin.pool()

@@ -150,3 +150,38 @@ def test_the_shared_dask_client_runs_a_pipeline_on_two_local_workers(dask_client
     p = dataset().p.noisy()
     want = [b.x.tolist() for b in p.gen_batch(4, seed=3)]
     assert [b.x.tolist() for b in p.gen_batch(4, seed=3, executor=dask_client)] == want
+
+
+@pytest.mark.dask
+@pytest.mark.timeout(60)
+def test_local_dask_client_works_and_warns_nothing_while_port_8787_is_taken():
+    """The dashboard's usual port may be taken (another cluster, a notebook): a local
+    client asks for free ports, so it neither fails nor warns."""
+    import errno
+    import socket
+    import warnings
+
+    from fpipe.testing import local_dask_client
+
+    held = []
+    for host in ("0.0.0.0", "127.0.0.1"):  # 0.0.0.0 covers 127.0.0.1 too, where allowed
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.bind((host, 8787))
+            sock.listen()
+            held.append(sock)
+        except OSError as exc:
+            sock.close()
+            if exc.errno != errno.EADDRINUSE:  # taken by someone else is just as good
+                pytest.skip(f"cannot bind {host}:8787 here: {exc}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with local_dask_client(n_workers=1) as client:
+                assert 8787 not in client.scheduler_info().get("services", {}).values()
+                p = dataset().p.noisy()
+                want = [b.x.tolist() for b in p.gen_batch(4, seed=3)]
+                assert [b.x.tolist() for b in p.gen_batch(4, seed=3, executor=client)] == want
+    finally:
+        for sock in held:
+            sock.close()
