@@ -1,26 +1,39 @@
-"""Framework overhead per action per batch: fpipe against a hand-written numpy loop.
+"""Framework overhead per action and per batch: fpipe against a hand-written numpy loop.
 
-Both sides do the same work: batches of 64 rows of a 50,000 x 32 float32 array and
-10 trivial actions per batch, in two variants:
+W1: batches of 64 rows of a 50,000 x 32 float32 array, 10 trivial actions per batch.
+Five sides, one pass over the data each, taking turns in rotating order (``_sides.py``):
 
-- ``add``: each action adds a constant (a new array each time, as an immutable action
-  must) and returns ``self.replace(x=...)``; the baseline adds the constant in a loop.
-- ``identity``: each action returns ``self``; the baseline only slices the rows. This
-  is the pure cost of dispatching a step.
+- ``loop``: the hand-written loop only gathers each batch's rows (every side hands the
+  rows to its consumer: fpipe's consumer reads ``batch.x``);
+- ``loop add``: it also adds a constant 10 times (a new array each time);
+- ``fpipe``: a pipeline without actions (making batches: the fixed cost);
+- ``fpipe identity``: 10 actions that return ``self`` (the pure cost of dispatching a step);
+- ``fpipe add``: 10 actions returning ``self.replace(x=self.x + k)``.
 
-The difference in time per batch, divided by 10, is fpipe's overhead per action per
-batch. Times are the best of ``--repeat`` runs.
+Every figure is computed within a round, from sides that ran back to back, and given as
+the median over the rounds with its range:
 
-    python benchmarks/bench_overhead.py [--repeat 7]
+- fixed per batch: ``fpipe`` minus ``loop``;
+- marginal per ``add`` action: (``fpipe add`` minus ``loop add``) minus the fixed cost,
+  over 10: what one more action adds beyond its numpy op;
+- marginal per ``identity`` action: (``fpipe identity`` minus ``fpipe``) over 10.
+
+    python benchmarks/bench_overhead.py [--repeat 15]
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import time
+import sys
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _sides import take_turns
 
 from fpipe import Batch, Dataset, Pipeline, action
 
@@ -39,60 +52,69 @@ class Rows(Batch):
         return self
 
 
-def baseline(x: np.ndarray, work: bool) -> int:
+def baseline(x: np.ndarray, n_actions: int) -> int:
     n = 0
     for start in range(0, len(x), BATCH):
         rows = x[np.arange(start, min(start + BATCH, len(x)))]
-        if work:
-            for _ in range(N_ACTIONS):
-                rows = rows + 1.0
+        for _ in range(n_actions):
+            rows = rows + 1.0
         n += 1
     return n
 
 
 def with_fpipe(pipeline: Pipeline) -> int:
     n = 0
-    for _ in pipeline.gen_batch(BATCH):
+    for batch in pipeline.gen_batch(BATCH):
+        batch.x  # noqa: B018  the consumer reads the rows (a batch may gather them lazily)
         n += 1
     return n
 
 
-def best_time(fn, *args, repeat: int) -> tuple[float, float]:
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn(*args)
-        times.append(time.perf_counter() - t)
-    return min(times), statistics.median(times)
+def spread(values: list[float]) -> str:
+    """The median of ``values`` and their range, in us."""
+    return f"{statistics.median(values):6.2f} us (range {min(values):.2f} to {max(values):.2f})"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--repeat", type=int, default=15, help="rounds (each side once a round)")
     args = parser.parse_args()
     x = np.random.default_rng(0).normal(size=(N_ITEMS, N_FEATURES)).astype(np.float32)
     ds = Dataset(N_ITEMS, Rows, preloaded=(x,))
+    pipelines = {
+        "fpipe": Pipeline() << ds,
+        "fpipe identity": (Pipeline().identity() * N_ACTIONS) << ds,
+        "fpipe add": (Pipeline().add(1.0) * N_ACTIONS) << ds,
+    }
+    n_batches = baseline(x, 0)
+    assert all(with_fpipe(p) == n_batches for p in pipelines.values())  # and warms up
+    sides: dict[str, Callable[[], object]] = {
+        "loop": lambda: baseline(x, 0),
+        "loop add": lambda: baseline(x, N_ACTIONS),
+    }
+    sides.update({name: (lambda p=p: with_fpipe(p)) for name, p in pipelines.items()})
+    times = take_turns(sides, args.repeat)
+    per = {name: [t / n_batches * 1e6 for t in ts] for name, ts in times.items()}  # us/batch
+    rounds = range(args.repeat)
+    fixed = [per["fpipe"][r] - per["loop"][r] for r in rounds]
+    add = [(per["fpipe add"][r] - per["loop add"][r] - fixed[r]) / N_ACTIONS for r in rounds]
+    ident = [(per["fpipe identity"][r] - per["fpipe"][r]) / N_ACTIONS for r in rounds]
+    ratio = [per["fpipe add"][r] / per["loop add"][r] for r in rounds]
+
     print(
-        f"batches of {BATCH} x {N_FEATURES} float32 from {N_ITEMS} rows, {N_ACTIONS} actions each"
+        f"batches of {BATCH} x {N_FEATURES} float32 from {N_ITEMS} rows ({n_batches} a pass), "
+        f"{N_ACTIONS} actions each; {args.repeat} rounds, sides in rotating order"
     )
-    for name, step, work in (
-        ("add", Pipeline().add(1.0), True),
-        ("identity", Pipeline().identity(), False),
-    ):
-        pipeline = (step * N_ACTIONS) << ds
-        n_batches = baseline(x, work)
-        assert with_fpipe(pipeline) == n_batches
-        b_best, b_med = best_time(baseline, x, work, repeat=args.repeat)
-        f_best, f_med = best_time(with_fpipe, pipeline, repeat=args.repeat)
-        per_b, per_f = b_best / n_batches * 1e6, f_best / n_batches * 1e6
-        print(
-            f"[{name}] hand-written loop: {per_b:7.1f} us/batch (median {b_med / n_batches * 1e6:.1f})"
-        )
-        print(
-            f"[{name}] fpipe pipeline   : {per_f:7.1f} us/batch (median {f_med / n_batches * 1e6:.1f})"
-        )
-        print(f"[{name}] ratio fpipe/loop : {per_f / per_b:7.2f}")
-        print(f"[{name}] overhead per action per batch: {(per_f - per_b) / N_ACTIONS:.2f} us")
+    width = max(map(len, per))
+    for name, values in per.items():
+        print(f"{name:{width}s}: {spread(values)} per batch")
+    print(f"[fixed] overhead per batch: {spread(fixed)}")
+    print(f"[add] overhead per action per batch: {spread(add)}")
+    print(f"[identity] overhead per action per batch: {spread(ident)}")
+    print(
+        f"ratio fpipe add/loop add: {statistics.median(ratio):.3f} (median of rounds, "
+        f"range {min(ratio):.3f} to {max(ratio):.3f})"
+    )
 
 
 if __name__ == "__main__":

@@ -17,11 +17,11 @@ seed (see docs/laws.md).
 from __future__ import annotations
 
 import numbers
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from pyrsistent import PMap, pmap
+from pyrsistent import PMap, PVector, pmap, pvector
 
 from .dataset import Dataset
 from .declarations import Declarations
@@ -52,7 +52,9 @@ class PipelineValue(Declarations):
 
     __slots__ = ("__weakref__", "_config", "_dataset", "_env", "_lazy", "_models", "_steps")
 
-    _steps: tuple[Step, ...]
+    # A persistent vector: adding a step shares the ones before (a tuple would be copied
+    # whole, and folding ``p = p + step`` would cost O(n^2)).
+    _steps: PVector[Step]
     _dataset: Dataset | None
     _config: PMap
     _lazy: PMap | None
@@ -64,14 +66,14 @@ class PipelineValue(Declarations):
 
     def _set(
         self,
-        steps: tuple[Step, ...],
+        steps: Sequence[Step],
         dataset: Dataset | None,
         config: PMap,
         lazy: PMap | None,
         models: Environment,
         env: Environment | None,
     ) -> None:
-        object.__setattr__(self, "_steps", steps)
+        object.__setattr__(self, "_steps", steps if isinstance(steps, PVector) else pvector(steps))
         object.__setattr__(self, "_dataset", dataset)
         object.__setattr__(self, "_config", config)
         object.__setattr__(self, "_lazy", lazy)
@@ -95,7 +97,7 @@ class PipelineValue(Declarations):
     def _with_steps(self, *steps: Step, models: Environment | None = None) -> Any:
         if self._dataset is not None:
             _validate(steps, self._dataset.batch_class)
-        return self._new(steps=self._steps + steps, models=models or self._models)
+        return self._new(steps=self._steps.extend(steps), models=models or self._models)
 
     def _with_env(self, env: Environment) -> Any:
         """This pipeline holding ``env``, the final environment of a run of it."""
@@ -110,7 +112,7 @@ class PipelineValue(Declarations):
     # -- value semantics ------------------------------------------------------------------
     @property
     def steps(self) -> tuple[Step, ...]:
-        return self._steps
+        return tuple(self._steps)
 
     @property
     def dataset(self) -> Dataset | None:
@@ -182,7 +184,7 @@ class PipelineValue(Declarations):
             _rebuild,
             (
                 type(self),
-                self._steps,
+                tuple(self._steps),
                 self._dataset,
                 dict(self._config),
                 lazy,
@@ -199,7 +201,7 @@ class PipelineValue(Declarations):
             return NotImplemented
         dataset = self._dataset
         if other._dataset is not None:
-            if dataset is not None and dataset != other._dataset:
+            if dataset is not None and dataset is not other._dataset and dataset != other._dataset:
                 raise PipelineDefinitionError(
                     "cannot add two pipelines linked to different datasets; link the sum "
                     "instead: `(template_a + template_b) << dataset`"
@@ -209,12 +211,11 @@ class PipelineValue(Declarations):
             raise PipelineDefinitionError(
                 "cannot add two pipelines with different lazy run arguments"
             )
-        if dataset is not None and dataset is not self._dataset:
-            _validate(self._steps, dataset.batch_class)
-        if dataset is not None and dataset is not other._dataset:
-            _validate(other._steps, dataset.batch_class)
+        if dataset is not None:  # only the steps new to the batch class: linear folds
+            _validate_for(self, dataset.batch_class)
+            _validate_for(other, dataset.batch_class)
         return self._new(
-            steps=self._steps + other._steps,
+            steps=self._steps.extend(other._steps),
             dataset=dataset,
             config=self._config.update(other._config),
             lazy=self._lazy if self._lazy is not None else other._lazy,
@@ -237,7 +238,7 @@ class PipelineValue(Declarations):
             raise ValueError(f"a pipeline can be repeated n >= 0 times, not {n}")
         if n == 0:
             return self._new(steps=(), models=_NO_MODELS)
-        return self._new(steps=self._steps * int(n))
+        return self._new(steps=pvector(tuple(self._steps) * int(n)))
 
     __rmul__ = __mul__
 
@@ -248,11 +249,11 @@ class PipelineValue(Declarations):
             or not 0 <= float(prob) <= 1
         ):
             raise ValueError(f"`pipeline @ prob` takes a probability in [0, 1], not {prob!r}")
-        return self._new(steps=(Maybe(self._steps, float(prob)),))
+        return self._new(steps=(Maybe(tuple(self._steps), float(prob)),))
 
     def __lshift__(self, other: object) -> Any:
         if isinstance(other, Dataset):
-            _validate(self._steps, other.batch_class)
+            _validate_for(self, other.batch_class)
             return self._new(dataset=other)
         if isinstance(other, Mapping) and not isinstance(other, PipelineValue):
             return self._new(config=self._config.update(freeze_config(other)))
@@ -344,10 +345,18 @@ _ADD_DATASET = (
 )
 
 
-def _validate(steps: tuple[Step, ...], batch_class: type) -> None:
+def _validate(steps: Sequence[Step], batch_class: type) -> None:
     for step in steps:
         for name in step.action_names():
             action_definition(batch_class, name)
+
+
+def _validate_for(p: PipelineValue, batch_class: type) -> None:
+    """Check ``p``'s steps against ``batch_class``, unless ``p`` is linked to a dataset of
+    that class: every step of a linked pipeline was checked when it joined it (by ``<<``,
+    ``+`` or a step method), so folding ``p = p + step`` checks each step once."""
+    if p._dataset is None or p._dataset.batch_class is not batch_class:
+        _validate(p._steps, batch_class)
 
 
 def _union(a: Environment, b: Environment) -> Environment:

@@ -16,7 +16,9 @@ methods that return a new batch built with :meth:`Batch.replace`:
 (2.0, True)
 
 Untouched components are shared, never copied; every array a batch hands out is
-read-only, so an action cannot change its input by accident.
+read-only, so an action cannot change its input by accident. A batch made from a
+:class:`~fpipe.Dataset` gathers each preloaded component's rows when an action first
+reads it (:class:`~fpipe.values.LazyRows`), so a component nobody reads costs nothing.
 
 A batch *takes* the arrays it is given (by ``replace``, ``preloaded`` or a
 :class:`~fpipe.Dataset`) rather than copying them: an array that owns its memory is
@@ -44,7 +46,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from .errors import FpipeError, ImmutableBatchError, did_you_mean
-from .values import arrays_equal, freeze_objects, own, readonly
+from .values import LazyRows, arrays_equal, freeze_objects, materialized, own, readonly
 from .values import freeze as freeze_value
 
 if TYPE_CHECKING:
@@ -121,10 +123,32 @@ def _as_array(value: Any, n_items: int, name: str) -> np.ndarray:
 
 def _component_property(name: str) -> property:
     def get(self: Batch) -> Any:
-        return self._data.get(name)
+        value = self._data.get(name)
+        return value.get() if value.__class__ is LazyRows else value
 
     get.__name__ = name
     return property(get, doc=f"The {name!r} component (read-only), or None if not loaded.")
+
+
+def _item_property(name: str) -> property:
+    def get(item: _Item) -> Any:
+        value = item._batch._data.get(name)
+        if value is None:
+            return None
+        if value.__class__ is LazyRows:
+            value = value.get()
+        return value[item._pos]
+
+    get.__name__ = name
+    return property(get, doc=f"The item's {name!r} (read-only), or None if not loaded.")
+
+
+def _item_type(class_name: str, names: tuple[str, ...]) -> type[_Item]:
+    """The item view of a batch class: one property per component (no __getattr__ detour
+    on the hot path of in-batch parallelism)."""
+    attrs: dict[str, Any] = {"__slots__": ()}
+    attrs.update({c: _item_property(c) for c in names})
+    return type(f"{class_name}Item", (_Item,), attrs)
 
 
 def _declare_components(cls: type[Batch], comps: Any) -> None:
@@ -150,6 +174,7 @@ def _declare_components(cls: type[Batch], comps: Any) -> None:
             setattr(cls, c, _component_property(c))
     cls._component_names = names
     cls._component_set = frozenset(names)
+    cls._item_type = _item_type(cls.__name__, names)
     cls.components = None if names == (_DATA,) else names
 
 
@@ -244,6 +269,7 @@ class Batch:
 
     _component_names: ClassVar[tuple[str, ...]] = (_DATA,)
     _component_set: ClassVar[frozenset[str]] = frozenset((_DATA,))
+    _item_type: ClassVar[type[_Item]]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -288,6 +314,17 @@ class Batch:
 
     def _with_ctx(self, ctx: BatchContext | None) -> Batch:
         return self._make(self._indices, self._data, ctx)
+
+    def _gather_all(self) -> Batch:
+        """Gather every component still to be gathered, now; return this batch.
+
+        For a prefetch worker: the batch it hands over is then fully made, so gathering
+        does not fall to the driver when a driver step first reads a component.
+        """
+        for value in self._data.values():
+            if value.__class__ is LazyRows:
+                value.get()
+        return self
 
     def __getattr__(self, name: str) -> Any:
         # Only reached when normal lookup fails: an unknown component or attribute.
@@ -383,10 +420,17 @@ class Batch:
     def data(self) -> Any:
         """The batch's array when it declares no components, else a read-only mapping."""
         if self._component_names == (_DATA,):
-            return self._data.get(_DATA)
+            return materialized(self._data.get(_DATA))
         from types import MappingProxyType
 
-        return MappingProxyType(self._data)
+        return MappingProxyType(self._gathered())
+
+    def _gathered(self) -> dict[str, Any]:
+        """The components, every one gathered (see :class:`~fpipe.values.LazyRows`)."""
+        data = self._data
+        if any(v.__class__ is LazyRows for v in data.values()):
+            return {k: materialized(v) for k, v in data.items()}
+        return data
 
     def __len__(self) -> int:
         return len(self._indices)
@@ -395,7 +439,7 @@ class Batch:
         pos = self.index.get_pos(item_id)
         if not isinstance(pos, (int, np.integer)):
             raise TypeError("batch[...] takes one item id; use batch.select(positions) for many")
-        return _Item(self, int(pos))
+        return self._item_type(self, int(pos))
 
     def __iter__(self) -> Any:
         raise TypeError(
@@ -428,7 +472,7 @@ class Batch:
         return hash((type(self), len(ids), ids[:8].tobytes() if ids.dtype.kind != "O" else 0))
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild_batch, (type(self), self._indices, self._data))
+        return (_rebuild_batch, (type(self), self._indices, self._gathered()))
 
     # -- run context ----------------------------------------------------------------------
     @property
@@ -479,7 +523,12 @@ class Batch:
         key = _position_key(positions, self._indices.shape)
         indices = readonly(self._indices[key])
         n = len(indices)
-        data = {k: freeze(v[key], n, k) for k, v in self._data.items()}
+        data = {
+            k: v.take(key)
+            if v.__class__ is LazyRows and not v.gathered
+            else freeze(materialized(v)[key], n, k)
+            for k, v in self._data.items()
+        }
         return self._make(indices, data, self._ctx)
 
     @classmethod
@@ -517,7 +566,7 @@ class _Item:
                 f"item has no component {name!r}.{did_you_mean(name, comps)} Its components: "
                 f"{comps}"
             )
-        value = batch._data.get(name)
+        value = materialized(batch._data.get(name))
         return None if value is None else value[self._pos]
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -526,6 +575,15 @@ class _Item:
     def __repr__(self) -> str:
         return f"<item {self._batch._indices[self._pos]!r} of {type(self._batch).__name__}>"
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_item_of, (self._batch, self._pos))
+
+
+def _item_of(batch: Batch, pos: int) -> _Item:
+    return batch._item_type(batch, pos)
+
+
+Batch._item_type = _item_type("Batch", (_DATA,))
 
 # Batches are built on the hot path: set the slots through their descriptors, which
 # is faster than object.__setattr__ and bypasses Batch.__setattr__ (which refuses).
@@ -574,8 +632,20 @@ def _merge(batches: Sequence[Batch]) -> Batch:
                 f"cannot merge batches where component {name!r} is loaded in some and "
                 "missing in others"
             )
-        data[name] = readonly(np.concatenate(parts))  # type: ignore[arg-type]
+        data[name] = _concatenate(parts)
     return kind._make(indices, data, first._ctx)
+
+
+def _concatenate(parts: list[Any]) -> Any:
+    """The parts of a component in order: still lazy when all are ungathered rows of one
+    array, else gathered and concatenated."""
+    first = parts[0]
+    if first.__class__ is LazyRows and all(
+        p.__class__ is LazyRows and p.source is first.source and not p.gathered for p in parts
+    ):
+        rows = readonly(np.concatenate([p.rows for p in parts]))
+        return LazyRows(first.source, rows)
+    return readonly(np.concatenate([materialized(p) for p in parts]))
 
 
 def _shape(value: Any) -> str:
@@ -591,6 +661,10 @@ def _rebuild_batch(cls: type[Batch], indices: np.ndarray, data: dict[str, Any]) 
 def _same(a: Any, b: Any) -> bool:
     if a is b:
         return True
+    if a.__class__ is LazyRows or b.__class__ is LazyRows:
+        if a.__class__ is b.__class__ and a.same_rows(b):
+            return True
+        a, b = materialized(a), materialized(b)
     if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
         return arrays_equal(a, b)
     try:

@@ -22,7 +22,7 @@ import numpy as np
 
 from .batch import Batch
 from .index import DatasetIndex
-from .values import arrays_equal, freeze_objects
+from .values import LazyRows, arrays_equal, freeze_objects, own, readonly
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline
@@ -156,16 +156,26 @@ class Dataset:
 
     # -- batches --------------------------------------------------------------------------
     def _batch_at(self, positions: np.ndarray, ctx: BatchContext | None = None) -> Batch:
-        """The batch of the items at ``positions`` of this dataset's index (hot path)."""
-        ids = self._index.indices[positions]
-        ids.setflags(False)
-        data: dict[str, np.ndarray] = {}
+        """The batch of the items at ``positions`` of this dataset's index (hot path).
+
+        Its components are :class:`~fpipe.values.LazyRows`: each is gathered from the
+        preloaded array when an action first reads it, so one nobody reads costs nothing.
+        """
+        # A batch keeps its own copy of the positions it needs (a view of the plan's
+        # rows would keep that whole epoch's order alive as long as the batch).
+        rows = None
+        if self._index._is_range and positions.dtype == np.int64:
+            ids = rows = _private(positions)  # the ids are the positions: a copy, no gather
+        else:
+            ids = readonly(self._index.indices[positions])
+        data: dict[str, LazyRows] = {}
         if self._data:
-            rows = positions if self._source is None else self._source.get_pos(ids)
+            if self._source is not None:  # the arrays are aligned with another index
+                rows = own(self._source.get_pos(ids))
+            elif rows is None:
+                rows = _private(positions)
             for name, arr in self._data.items():
-                part = arr[rows]
-                part.setflags(False)
-                data[name] = part
+                data[name] = LazyRows(arr, rows)
         return self._batch_class._make(ids, data, ctx)
 
     def create_batch(self, ids: Any) -> Batch:
@@ -207,6 +217,11 @@ class Dataset:
     def reset(self) -> None:
         """Forget the iteration that :meth:`next_batch` continues."""
         self._pipeline_type._reset_of(self)
+
+
+def _private(positions: np.ndarray) -> np.ndarray:
+    """``positions`` as a read-only array of its own (a view is copied)."""
+    return own(positions) if positions.base is None else readonly(positions.copy())
 
 
 def _rebuild(index: DatasetIndex, batch_class: type[Batch], data: dict, source: Any) -> Dataset:

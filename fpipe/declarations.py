@@ -14,11 +14,11 @@ a static model once, and every pipeline made from that one shares it;
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from pyrsistent import PMap
+from pyrsistent import PMap, PVector
 
 from .env import _MISSING, Environment, lookup_model
 from .errors import ModelError, UnknownVariableError, did_you_mean
@@ -35,7 +35,7 @@ class Declarations:
     """Variables and models of a pipeline (a mixin of :class:`~fpipe.Pipeline`)."""
 
     __slots__ = ()
-    _steps: tuple[Step, ...]
+    _steps: PVector[Step]
     _config: PMap
     _models: Environment
     _env: Environment | None
@@ -239,7 +239,7 @@ class _StaticView:
         return self._pipeline.dataset
 
 
-def _walk(steps: tuple[Step, ...]) -> Iterator[Step]:
+def _walk(steps: Sequence[Step]) -> Iterator[Step]:
     """Every step, those inside ``@ prob`` included, in the order a run meets them."""
     for s in steps:
         yield s
@@ -248,7 +248,7 @@ def _walk(steps: tuple[Step, ...]) -> Iterator[Step]:
 
 
 def _edit_inits(
-    steps: tuple[Step, ...], name: str | None, new: Callable[[InitVariable], Step] | None
+    steps: Sequence[Step], name: str | None, new: Callable[[InitVariable], Step] | None
 ) -> tuple[tuple[Step, ...], int]:
     """Replace (``new``) or drop (``None``) the declarations of ``name`` (None: all),
     also inside ``@ prob`` steps; return the new steps and how many were found."""

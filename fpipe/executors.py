@@ -11,21 +11,34 @@ An executor holds configuration only. Each run opens a :class:`Session` of its o
 run nested in a step of another. An error reaches the caller when its batch is due,
 without waiting for later batches still in flight; their workers go once they finish.
 
+``prefetch=N`` keeps N batches in flight on at most as many threads as the process may
+use cores: more threads than cores only fight over the cores and the GIL. Threads hand
+batches to the driver in *chunks* of consecutive batches when batches are cheap to make
+(a chunk carries about half a millisecond of a worker's CPU time), so a fast batch does
+not pay a thread hand-off of its own; a batch that takes longer travels alone. A run
+whose first step needs the driver anyway (a model, a lock, a variable) and whose batches
+hold under ``INLINE_BYTES`` of preloaded rows gives a worker nothing worth handing over:
+it makes its batches on the driver, as a sequential run does.
+
 >>> resolve_executor(None, prefetch=0) is None   # sequential: everything on the driver
 True
->>> type(resolve_executor(None, prefetch=4)).__name__
-'ThreadExecutor'
+>>> resolve_executor(None, prefetch=1)
+ThreadExecutor(workers=1)
 """
 
 from __future__ import annotations
 
+import os
 import pickle
+import queue
 import threading
+import time
 import uuid
-from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections import OrderedDict, deque
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, NoReturn
+from itertools import islice
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import numpy as np
 
@@ -40,6 +53,8 @@ from .steps import Join, Rebatch, Step
 if TYPE_CHECKING:
     from concurrent.futures import Future
 
+K = TypeVar("K")
+
 __all__ = [
     "DaskExecutor",
     "Executor",
@@ -50,6 +65,7 @@ __all__ = [
     "Task",
     "ThreadExecutor",
     "resolve_executor",
+    "usable_cores",
     "work",
 ]
 
@@ -143,7 +159,8 @@ def work(job: Job, task: Task, local: Prepared | None = None) -> tuple[Any, int,
     try:
         batch = job.dataset._batch_at(task.positions, ctx)
         out = run_compiled(local.stage, batch, ctx, 0, local.prefix)
-        result: tuple[Any, int] = (out._with_ctx(None), local.prefix)
+        # the batch leaves fully made: gathering a component does not fall to the driver
+        result: tuple[Any, int] = (out._with_ctx(None)._gather_all(), local.prefix)
     except SkipBatch:
         result = (None, -1)
     return (*result, mark is not None and rng.global_moved(mark))
@@ -161,6 +178,24 @@ class Session:
 
     def submit(self, task: Task) -> Any:
         raise NotImplementedError
+
+    def stream(self, tasks: Iterable[tuple[K, Task]]) -> Iterator[tuple[K, tuple[Any, int, bool]]]:
+        """Each task's key and the result of :func:`work` on it, in the tasks' order,
+        with ``window`` tasks submitted ahead of the one due. A task's error is raised
+        when its result is due; closing the stream cancels the tasks still pending."""
+        pending: deque[tuple[K, Any]] = deque()
+        try:
+            for key, task in tasks:
+                pending.append((key, self.submit(task)))
+                if len(pending) > self.window:
+                    due, handle = pending.popleft()
+                    yield due, handle.result()
+            while pending:
+                due, handle = pending.popleft()
+                yield due, handle.result()
+        finally:
+            for _, handle in pending:
+                handle.cancel()
 
     def close(self, wait: bool = True) -> None:
         """Stop the workers; with ``wait``, until they have stopped. Later calls do nothing.
@@ -197,52 +232,206 @@ class _ByConfig:
         return hash((type(self).__qualname__, self._config()))
 
 
+def usable_cores() -> int:
+    """How many cores this process may run on (its CPU affinity, where the OS tells)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 class ThreadExecutor(_ByConfig, Executor):
-    """Prepare up to ``workers`` batches ahead on threads of this process (each run
-    starts threads of its own).
+    """Prepare batches on ``workers`` threads of this process, ``window`` hand-offs
+    ahead of the driver (default: ``workers``); each run starts threads of its own.
+
+    ``prefetch=N`` is ``ThreadExecutor(min(N, cores), window=N)``. More threads than
+    cores pay when the pure steps mostly wait (files, network): ask for them here.
 
     >>> ThreadExecutor(3)
     ThreadExecutor(workers=3)
+    >>> ThreadExecutor(2, window=4)
+    ThreadExecutor(workers=2, window=4)
     """
 
-    def __init__(self, workers: int = 2) -> None:
+    def __init__(self, workers: int = 2, *, window: int | None = None) -> None:
         if workers < 1:
             raise ValueError(f"ThreadExecutor needs at least one worker, got {workers}")
-        self.window = workers
-
-    @property
-    def workers(self) -> int:
-        return self.window
+        if window is not None and window < 1:
+            raise ValueError(f"ThreadExecutor needs a window of at least 1, got {window}")
+        self.workers = workers
+        self.window = window or workers
 
     def open(self, job: Job, run: RunState) -> Session:
-        return _ThreadSession(job, run, self.window)
+        prepared = Prepared.of(job, run)
+        if prepared.prefix == 0 and _row_bytes(job.dataset) * (run.batch_size or 1) < INLINE_BYTES:
+            return _DriverSession(job.dataset)
+        return _ThreadSession(job, prepared, self.workers, self.window)
 
     def _config(self) -> tuple[Any, ...]:
-        return (self.window,)
+        return (self.workers, self.window)
 
     def __repr__(self) -> str:
-        return f"ThreadExecutor(workers={self.window})"
+        window = f", window={self.window}" if self.window != self.workers else ""
+        return f"ThreadExecutor(workers={self.workers}{window})"
+
+
+# A run whose pure prefix is empty (its first step needs the driver: a model, a lock, a
+# variable) leaves its workers nothing to do but copy each batch's preloaded rows. Under
+# this many bytes a batch, that copy costs less than what a thread beside the driver
+# does to it (a hand-off, turns at the GIL), and the run makes its batches on the driver.
+INLINE_BYTES = 1 << 20
+
+
+def _row_bytes(dataset: Any) -> int:
+    """The bytes of one item's preloaded rows (0: nothing preloaded)."""
+    preloaded = getattr(dataset, "preloaded", None) or {}
+    return sum(a.nbytes // max(len(a), 1) for a in preloaded.values())
+
+
+class _DriverSession(Session):
+    """A thread executor's run with nothing for a worker to do: the driver loads each
+    batch itself when it is due, as a sequential run does (a component is gathered when
+    a step first reads it)."""
+
+    window = 0
+
+    def __init__(self, dataset: Any) -> None:
+        self._dataset = dataset
+
+    def stream(self, tasks: Iterable[tuple[K, Task]]) -> Iterator[tuple[K, tuple[Any, int, bool]]]:
+        batch_at = self._dataset._batch_at
+        for key, task in tasks:
+            yield key, (batch_at(task.positions), 0, False)
+
+    def close(self, wait: bool = True) -> None:
+        pass
+
+
+# A chunk of cheap batches carries about CHUNK_SECONDS of a worker's CPU time: a thread
+# hand-off costs tens of microseconds, and far more when it lets a worker grab the GIL
+# in the middle of the driver's work (a thread that wants the GIL back may wait out the
+# switch interval). CPU time, not wall time: a worker's wall time counts its waits for
+# the GIL, the highest exactly when hand-offs cost most; and what a batch holds took CPU
+# time to write, so a chunk also stays small in bytes. A chunk also spans at most
+# CHUNK_WALL_SECONDS of the worker's wall time (batches that wait on I/O come soon) and
+# MAX_CHUNK batches, and grows at most twofold from one to the next.
+CHUNK_SECONDS = 0.0005
+CHUNK_WALL_SECONDS = 0.01
+MAX_CHUNK = 64
+
+
+class _Chunk:
+    """Consecutive tasks handed to one worker thread at once, and what became of them."""
+
+    __slots__ = ("_done", "cancelled", "cpu", "error", "items", "results", "wall")
+
+    def __init__(self, items: list[tuple[Any, Task]]) -> None:
+        self.items = items
+        self.results: list[tuple[Any, int, bool]] = []
+        self.error: BaseException | None = None
+        self.cpu = self.wall = 0.0  # the worker's CPU and wall time on the chunk
+        self.cancelled = False
+        self._done = threading.Lock()  # held until the worker is done with the chunk
+        self._done.acquire()
+
+    def run(self, job: Job, local: Prepared, session: _ThreadSession) -> None:
+        """On a worker: prepare the batches in order, up to the first error."""
+        wall, cpu = time.perf_counter(), time.thread_time()
+        try:
+            for _, task in self.items:
+                if self.cancelled or session.closed:
+                    break
+                self.results.append(work(job, task, local))
+        except BaseException as exc:  # raised on the driver when its batch is due
+            self.error = exc
+        finally:
+            self.cpu = time.thread_time() - cpu
+            self.wall = time.perf_counter() - wall
+            self._done.release()
+
+    def next_size(self, size: int) -> int:
+        """The size of the chunks after this one, which held ``size`` at most."""
+        n = len(self.results)
+        if not n:
+            return size
+        fits = min(CHUNK_SECONDS * n / max(self.cpu, 1e-9), CHUNK_WALL_SECONDS * n / self.wall)
+        return max(1, min(int(fits), 2 * size, MAX_CHUNK))
+
+    def outputs(self) -> Iterator[tuple[Any, tuple[Any, int, bool]]]:
+        """On the driver: wait for the worker, then each batch's key and result."""
+        self._done.acquire()
+        for (key, _), result in zip(self.items, self.results, strict=False):
+            yield key, result
+        if self.error is not None:
+            error, self.error = self.error, None  # the chunk does not keep the traceback
+            raise error
 
 
 class _ThreadSession(Session):
-    """A run's thread pool; the workers share the driver's run state."""
+    """A run's worker threads; they share the driver's run state.
 
-    def __init__(self, job: Job, run: RunState, workers: int) -> None:
-        from concurrent.futures import ThreadPoolExecutor
+    The driver cuts the tasks into chunks (one batch at first), keeps ``window`` chunks
+    queued ahead of the one due, and sizes each new chunk from the worker's time per batch
+    in the chunk just collected (see ``CHUNK_SECONDS``). A batch is the same whichever
+    chunk carries it (it depends on its position only), so the outputs never depend on
+    the timing.
+    """
 
-        self.window = workers
+    def __init__(self, job: Job, prepared: Prepared, workers: int, window: int) -> None:
+        self.window = window
+        self.workers = workers
         self._job = job
-        self._local = Prepared.of(job, run)
-        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="fpipe-prefetch")
-        self._closed = False
+        self._local = prepared
+        self._todo: queue.SimpleQueue[_Chunk | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self.closed = False
 
-    def submit(self, task: Task) -> Future:
-        return self._pool.submit(work, self._job, task, self._local)
+    def _serve(self) -> None:
+        todo, job, local = self._todo, self._job, self._local
+        while (chunk := todo.get()) is not None:
+            chunk.run(job, local, self)
+
+    def _hand(self, chunk: _Chunk) -> None:
+        self._todo.put(chunk)
+        if len(self._threads) < self.workers:  # threads start as the first chunks come
+            name = f"fpipe-prefetch_{len(self._threads)}"
+            thread = threading.Thread(target=self._serve, name=name, daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def submit(self, task: Task) -> Any:
+        raise NotImplementedError("a thread session hands out chunks: use stream()")
+
+    def stream(self, tasks: Iterable[tuple[K, Task]]) -> Iterator[tuple[K, tuple[Any, int, bool]]]:
+        source = iter(tasks)
+        pending: deque[_Chunk] = deque()
+        size, more = 1, True
+        try:
+            while True:
+                while more and len(pending) <= self.window:  # the one due and `window` more
+                    items = list(islice(source, size))
+                    more = len(items) == size
+                    if items:
+                        pending.append(_Chunk(items))
+                        self._hand(pending[-1])
+                if not pending:
+                    return
+                chunk = pending.popleft()
+                yield from chunk.outputs()
+                size = chunk.next_size(size)
+        finally:
+            for chunk in pending:
+                chunk.cancelled = True
 
     def close(self, wait: bool = True) -> None:
-        if not self._closed:
-            self._closed = True
-            self._pool.shutdown(wait=wait, cancel_futures=True)
+        if self.closed:
+            return
+        self.closed = True  # a worker leaves the chunks still queued undone
+        for _ in self._threads:
+            self._todo.put(None)
+        if wait:
+            for thread in self._threads:
+                thread.join()
 
 
 _process_job: Job | None = None
@@ -520,7 +709,7 @@ def resolve_executor(executor: Any, prefetch: int = 0) -> Executor | None:
     if isinstance(executor, Executor):
         return executor
     if executor is None or executor == "threads":
-        return ThreadExecutor(window) if window else None
+        return ThreadExecutor(min(window, usable_cores()), window=window) if window else None
     if executor == "processes":
         return ProcessExecutor(workers=2, window=window)
     if _is_dask_client(executor):

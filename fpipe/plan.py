@@ -385,14 +385,22 @@ class BatchPlan:
         epoch, first, it = state.epoch, state.batch_in_epoch, state.iteration
         if n_iters is not None and it >= n_iters:
             return
+        # in index order a batch's positions are a range of its own (no whole-epoch array
+        # kept alive by the batches); shuffled ones are slices of the epoch's permutation
+        ordered = self._shuffle_kind() == "ordered"
         while n_epochs is None or epoch < n_epochs:
-            order = self.epoch_order(epoch)
+            order = None if ordered else self.epoch_order(epoch)
             for b in range(first, per_epoch):
                 if n_iters is not None and it >= n_iters:
                     return
                 it += 1
-                start = b * bs
-                yield epoch, b + 1, it, order[start : min(start + bs, n)]
+                start, stop = b * bs, min(b * bs + bs, n)
+                if order is None:
+                    positions = np.arange(start, stop, dtype=np.int64)
+                    positions.setflags(write=False)
+                else:
+                    positions = order[start:stop]
+                yield epoch, b + 1, it, positions
             epoch += 1
             first = 0
             if n_iters is not None and it >= n_iters:

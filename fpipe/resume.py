@@ -226,12 +226,14 @@ class RebatchStage:
                 self.offset = start
             self.entries.append((batch, before))
             held += len(batch) - start
+            del batch  # held in entries only: freed as soon as its items are out
             before = upstream()
             while held >= self.size:
                 held -= self.size
                 out = self._emit(self._take(self.size), run_for)
                 if out is not None:
                     yield out
+                    del out  # the consumer's now: not kept while the next is made
         if held:
             out = self._emit(self._take(held), run_for)
             if out is not None:

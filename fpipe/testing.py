@@ -32,7 +32,9 @@ __all__ = ["assert_batches_equal", "assert_resumable", "local_dask_client"]
 
 
 def _components(batch: Batch) -> dict[str, Any]:
-    return {name: batch._data.get(name) for name in type(batch)._component_names}
+    from .values import materialized
+
+    return {name: materialized(batch._data.get(name)) for name in type(batch)._component_names}
 
 
 def _difference(a: Any, b: Any) -> str | None:

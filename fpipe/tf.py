@@ -13,11 +13,17 @@
 [[None, 3], [None]]
 >>> [len(x) for x, y in tfds]
 [4, 4, 2]
+
+A pipeline without steps over preloaded numeric arrays takes a fast path that runs no
+Python per batch (``tf.gather`` over the plan's positions); any other pipeline streams
+its batches through a generator, several small batches per call. Both give the batches
+of :meth:`Pipeline.gen_batch`, bit for bit and in the same order.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from itertools import takewhile
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -25,13 +31,21 @@ import numpy as np
 
 if TYPE_CHECKING:
     from .batch import Batch
+    from .dataset import Dataset
     from .pipeline import Pipeline
+    from .plan import BatchPlan
 
 __all__ = ["require_tf", "to_tf_dataset"]
 
 _INSTALL_HINT = 'TensorFlow is not installed; install fpipe\'s tf extra: pip install "fpipe[tf]"'
 # the path of the seeds of later passes over a tf.data.Dataset (see to_tf_dataset)
 _PURPOSE_TF_PASS = 0x7F
+# The generator path hands TensorFlow consecutive batches of one shape stacked, up to
+# this many and this many bytes a call: a call into Python from tf.data costs ~0.1 ms.
+_CHUNK_BATCHES = 32
+_CHUNK_BYTES = 1 << 20
+# dtypes the fast path gathers with tf ops (strings and objects take the generator path)
+_FAST_KINDS = "biufc"
 
 
 def require_tf() -> ModuleType:
@@ -82,6 +96,7 @@ def to_tf_dataset(
     output_signature: Any = None,
     components: str | Sequence[str] | None = None,
     cardinality: int | str | None = "auto",
+    fast: bool = True,
     **kwargs: Any,
 ) -> Any:
     """Stream the output batches of ``pipeline`` as a ``tf.data.Dataset``.
@@ -103,14 +118,164 @@ def to_tf_dataset(
     where an epoch ends: ``"auto"`` takes it from the batching plan (infinite for
     ``n_epochs=None``) unless the pipeline rebatches; pass ``None`` (unknown) when
     actions skip batches, or a number.
+
+    **Fast path.** A pipeline with no steps that act on batches, whose components are
+    all preloaded arrays of numbers or bools, runs no Python per batch: each batch is a
+    ``tf.gather`` of the plan's positions from a TensorFlow copy of those arrays (made
+    once, held by the returned dataset, as ``from_tensor_slices`` would), prefetched by
+    tf.data; Python runs once per epoch, to draw its order. The batches, their order and
+    the seed of every pass are those of the generator path. The generator path is taken
+    instead, and ``fast=False`` forces it (to spare the copy), when
+
+    - the pipeline has steps that act on batches (actions, ``apply``, ``rebatch``,
+      ``merge``, ...): they are Python code, run by fpipe's own iterator;
+    - a component is not preloaded, or holds strings or objects;
+    - ``output_signature`` is given (the generator path follows it as given).
+
+    ``prefetch`` and ``executor`` matter on the generator path only.
     """
     tf = require_tf()
-    from . import rng
 
     params = pipeline._run_args(
         args, kwargs, "to_tf_dataset"
     )  # validate now, in the caller's frame
     names = _component_names(pipeline, components)
+    if cardinality not in ("auto", None) and (
+        isinstance(cardinality, bool) or not isinstance(cardinality, (int, np.integer))
+    ):
+        raise TypeError(f"cardinality must be 'auto', None or an int, not {cardinality!r}")
+    if fast and output_signature is None and fast_path_reason(pipeline, names) is None:
+        return _gathered_dataset(tf, pipeline, params, names, cardinality)
+    return _generated_dataset(tf, pipeline, params, names, cardinality, output_signature)
+
+
+def fast_path_reason(pipeline: Pipeline, names: Sequence[str]) -> str | None:
+    """Why ``to_tf_dataset`` streams ``pipeline`` through a generator (None: it need not)."""
+    from .interpreter import compile_program
+
+    dataset = pipeline._require_dataset("to_tf_dataset")
+    program = compile_program(pipeline.steps, dataset.batch_class)
+    if program.rebatches or any(program.stages):
+        return "the pipeline has steps that act on batches (Python code)"
+    preloaded = dataset.preloaded
+    for name in names:
+        array = preloaded.get(name)
+        if array is None:
+            return f"component {name!r} is not preloaded"
+        if array.dtype.kind not in _FAST_KINDS:
+            return f"component {name!r} holds {array.dtype} values, not numbers"
+    return None
+
+
+def _expected(tf: Any, plan: BatchPlan | None, cardinality: int | str | None) -> int | None:
+    """The number of batches a pass yields, as ``cardinality`` says (None: unknown)."""
+    if cardinality == "auto":
+        if plan is None:
+            return None
+        total = plan.total_batches
+        return int(tf.data.INFINITE_CARDINALITY) if total is None else total
+    return None if cardinality is None else int(cardinality)
+
+
+def _pass_seed(base_seed: int, k: int) -> int:
+    """The seed of pass ``k`` over a tf.data.Dataset (pass 0 has the run's own)."""
+    from . import rng
+
+    return base_seed if k == 0 else int(rng.derive(base_seed, _PURPOSE_TF_PASS, k).integers(2**62))
+
+
+def _gathered_dataset(
+    tf: Any, pipeline: Pipeline, params: dict[str, Any], names: tuple[str, ...], cardinality: Any
+) -> Any:
+    """The fast path: batches gathered by tf ops over the plan's positions."""
+    from .plan import BatchPlan
+
+    dataset = pipeline._require_dataset("to_tf_dataset")
+    plan = BatchPlan.make(
+        len(dataset),
+        params["batch_size"],
+        shuffle=params["shuffle"],
+        n_epochs=params["n_epochs"],
+        n_iters=params["n_iters"],
+        drop_last=params["drop_last"],
+        seed=params["seed"],
+    )
+    tensors = tuple(tf.convert_to_tensor(dataset.preloaded[name]) for name in names)
+    to_rows = _rows_of(dataset)
+    total = plan.total_batches
+    n_epochs = None if total is None else -(-total // plan.batches_per_epoch)
+    passes = [0]
+
+    def epoch_rows(k: np.ndarray, epoch: np.ndarray) -> tuple[np.int64, np.ndarray, np.ndarray]:
+        """Epoch ``epoch`` of pass ``k`` (epoch 0 opens a new pass): the pass, the rows of
+        the epoch's batches end to end, and where each batch starts (and the last ends)."""
+        this = int(k)
+        if int(epoch) == 0:
+            this = passes[0]
+            passes[0] += 1
+        positions, bounds = _epoch(plan.reseeded(_pass_seed(plan.seed, this)), int(epoch))
+        return np.int64(this), to_rows(positions), bounds
+
+    plain = tf.autograph.experimental.do_not_convert  # plain tf ops: nothing to convert
+    int64 = tf.int64
+
+    @plain
+    def batch_rows(k: Any, epoch: Any) -> Any:
+        # the scan carries the pass's number through its epochs
+        k, rows, bounds = tf.numpy_function(
+            epoch_rows, [k, epoch], (int64, int64, int64), stateful=True
+        )
+        rows = tf.RaggedTensor.from_row_splits(
+            tf.reshape(rows, [-1]), tf.reshape(bounds, [-1]), validate=False
+        )
+        return tf.reshape(k, []), rows
+
+    @plain
+    def gather(rows: Any) -> Any:
+        out = tuple(tf.gather(t, rows) for t in tensors)
+        return out[0] if len(out) == 1 else out
+
+    # Python runs once per epoch (to draw its order) and never per batch; the dataset has
+    # few functions, so that a pass (a Keras epoch) starts fast
+    epochs = tf.data.Dataset.range(n_epochs) if n_epochs is not None else tf.data.Dataset.counter()
+    batches = epochs.scan(tf.constant(-1, int64), batch_rows).unbatch()
+    out = batches.map(gather).prefetch(tf.data.AUTOTUNE)
+    expected = _expected(tf, plan, cardinality)
+    if expected is not None:
+        out = out.apply(tf.data.experimental.assert_cardinality(expected))
+    return out
+
+
+def _rows_of(dataset: Dataset) -> Any:
+    """Positions in ``dataset`` -> rows of its preloaded arrays (as ``Dataset._batch_at``)."""
+    source = dataset._source
+    if source is None:
+        return lambda positions: positions
+    rows = np.asarray(source.get_pos(dataset._index.indices), dtype=np.int64)
+    return lambda positions: rows[positions]
+
+
+def _epoch(plan: BatchPlan, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+    """The positions of the batches of epoch ``epoch`` of ``plan``, end to end, and the
+    bounds of each batch in them."""
+    from .state import IterState
+
+    start = IterState(plan.seed, epoch, 0, epoch * plan.batches_per_epoch, plan.fingerprint)
+    parts = [p for e, _, _, p in takewhile(lambda c: c[0] == epoch, plan.coordinates(start))]
+    bounds = np.zeros(len(parts) + 1, dtype=np.int64)
+    np.cumsum([len(p) for p in parts], out=bounds[1:])
+    return np.concatenate(parts).astype(np.int64, copy=False), bounds
+
+
+def _generated_dataset(
+    tf: Any,
+    pipeline: Pipeline,
+    params: dict[str, Any],
+    names: tuple[str, ...],
+    cardinality: Any,
+    output_signature: Any,
+) -> Any:
+    """The generator path: fpipe's own runs, several small batches per call."""
     single = len(names) == 1
 
     def element(batch: Batch) -> Any:
@@ -132,16 +297,7 @@ def to_tf_dataset(
         specs = tuple(_spec(tf, a) for a in _arrays(head[0], names))
         output_signature = specs[0] if single else specs
 
-    expected: int | None = None
-    if cardinality == "auto":
-        if not first_run._program.rebatches:
-            expected = first_run.plan.total_batches
-            if expected is None:
-                expected = int(tf.data.INFINITE_CARDINALITY)
-    elif cardinality is not None:
-        if isinstance(cardinality, bool) or not isinstance(cardinality, (int, np.integer)):
-            raise TypeError(f"cardinality must be 'auto', None or an int, not {cardinality!r}")
-        expected = int(cardinality)
+    expected = _expected(tf, None if first_run._program.rebatches else first_run.plan, cardinality)
     passes = [0]
 
     def generate() -> Iterator[Any]:
@@ -151,9 +307,8 @@ def to_tf_dataset(
             it, ahead = first_run, list(head)
             head.clear()
         else:
-            seed = int(rng.derive(base_seed, _PURPOSE_TF_PASS, k).integers(2**62))
             shuffle = params["shuffle"]
-            again = {**params, "seed": seed}
+            again = {**params, "seed": _pass_seed(base_seed, k)}
             if isinstance(shuffle, (int, np.integer, np.random.Generator)) and not isinstance(
                 shuffle, (bool, np.bool_)
             ):
@@ -176,10 +331,45 @@ def to_tf_dataset(
                 "cardinality=None (unknown) or the right number"
             )
 
-    dataset = tf.data.Dataset.from_generator(generate, output_signature=output_signature)
+    def stacked(spec: Any) -> Any:
+        return tf.TensorSpec((None, *spec.shape), spec.dtype)
+
+    chunks = tf.nest.map_structure(stacked, output_signature)
+    dataset = tf.data.Dataset.from_generator(
+        lambda: _stacks(generate(), single), output_signature=chunks
+    ).unbatch()
     if expected is not None:
         dataset = dataset.apply(tf.data.experimental.assert_cardinality(expected))
     import weakref
 
     weakref.finalize(dataset, first_run.close)  # if the dataset is dropped unread
     return dataset
+
+
+def _stacks(elements: Iterator[Any], single: bool) -> Iterator[Any]:
+    """Consecutive elements of one shape and dtype stacked on a new first axis, up to
+    ``_CHUNK_BATCHES`` of them and ``_CHUNK_BYTES`` (one alone travels as a view)."""
+    group: list[tuple[np.ndarray, ...]] = []
+    key: Any = None
+    limit = 1
+    for element in elements:
+        arrays = (element,) if single else element
+        this = tuple((a.shape, a.dtype) for a in arrays)
+        if group and (this != key or len(group) >= limit):
+            yield _stack(group, single)
+            group = []
+        if not group:
+            key = this
+            size = sum(a.nbytes for a in arrays)
+            limit = max(1, min(_CHUNK_BATCHES, _CHUNK_BYTES // max(size, 1)))
+        group.append(arrays)
+    if group:
+        yield _stack(group, single)
+
+
+def _stack(group: list[tuple[np.ndarray, ...]], single: bool) -> Any:
+    if len(group) == 1:
+        out = tuple(a[np.newaxis] for a in group[0])
+    else:
+        out = tuple(np.stack(parts) for parts in zip(*group, strict=True))
+    return out[0] if single else out

@@ -24,12 +24,16 @@ True
 
 Batch components are taken rather than copied (:func:`own`): an array that owns its
 memory is made read-only in place, and only a view of memory that someone else can still
-write is copied; :func:`freeze_objects` freezes the items of an object array.
+write is copied; :func:`freeze_objects` freezes the items of an object array. A batch
+made from a dataset holds its preloaded components as :class:`LazyRows`: the rows are
+gathered from the dataset's array when first read, so a component no action reads is
+never copied.
 """
 
 from __future__ import annotations
 
 import sys
+import threading
 import weakref
 from collections.abc import Mapping
 from typing import Any, NoReturn
@@ -40,10 +44,12 @@ from pyrsistent import PMap, pmap
 __all__ = [
     "FrozenDict",
     "FrozenList",
+    "LazyRows",
     "arrays_equal",
     "freeze",
     "freeze_kwargs",
     "freeze_objects",
+    "materialized",
     "own",
     "readonly",
     "thaw",
@@ -336,3 +342,88 @@ def _freeze_item(value: Any) -> Any:
     ):
         return value
     return freeze(value)
+
+
+# -- rows gathered on first use (a dataset's batches) -------------------------------------
+class LazyRows:
+    """The rows ``source[rows]`` of a read-only array, gathered when first read, once.
+
+    A batch made from a :class:`~fpipe.Dataset` holds one per preloaded component: a
+    component that no action reads costs its batch nothing. It stands for its gathered
+    array, which cannot change (``source`` and ``rows`` are read-only and nobody can write
+    to them), so *when* it is gathered makes no difference. :meth:`get` gathers it the
+    first time, under a lock: threads asking at once all get the one array, gathered once.
+
+    >>> import numpy as np
+    >>> source = readonly(np.arange(10.0))
+    >>> lazy = LazyRows(source, readonly(np.array([3, 1])))
+    >>> lazy.shape, lazy.gathered
+    ((2,), False)
+    >>> lazy.get().tolist(), lazy.get() is lazy.get(), lazy.get().flags.writeable
+    ([3.0, 1.0], True, False)
+    >>> lazy.take(slice(1, None)).get().tolist()   # rows of rows, still gathered lazily
+    [1.0]
+
+    It pickles as its gathered array, so a batch sent to another process carries its
+    rows, never the whole source.
+    """
+
+    __slots__ = ("_lock", "_value", "rows", "source")
+
+    def __init__(self, source: np.ndarray, rows: np.ndarray) -> None:
+        self.source = source  # read-only: the dataset's whole array
+        self.rows = rows  # read-only int positions into ``source``
+        self._value: np.ndarray | None = None  # the gathered rows, once read
+        self._lock = threading.Lock()
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.rows), *self.source.shape[1:])
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.source.dtype
+
+    @property
+    def gathered(self) -> bool:
+        """Whether the rows have been gathered (read) already."""
+        return self._value is not None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def get(self) -> np.ndarray:
+        """The gathered rows: a read-only array, the same one on every call."""
+        value = self._value
+        if value is None:
+            with self._lock:
+                value = self._value
+                if value is None:  # no other thread gathered it while this one waited
+                    value = self._value = readonly(self.source[self.rows])
+        return value
+
+    def take(self, key: Any) -> LazyRows:
+        """The rows at ``key`` (a slice, int array or mask) of these rows, still lazy."""
+        return LazyRows(self.source, own(self.rows[key]))
+
+    def same_rows(self, other: LazyRows) -> bool:
+        """Whether ``other`` stands for the same rows of the same array (no gathering)."""
+        return self.source is other.source and bool(np.array_equal(self.rows, other.rows))
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        value = self.get()
+        if dtype is not None and np.dtype(dtype) != value.dtype:
+            return value.astype(dtype)
+        return value.copy() if copy else value
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (readonly, (self.get(),))
+
+    def __repr__(self) -> str:
+        state = "gathered" if self._value is not None else "not gathered yet"
+        return f"<LazyRows {self.dtype}{list(self.shape)}, {state}>"
+
+
+def materialized(value: Any) -> Any:
+    """``value``, or its gathered rows when it is :class:`LazyRows`."""
+    return value.get() if value.__class__ is LazyRows else value

@@ -8,7 +8,7 @@ import pickle
 import numpy as np
 import pytest
 
-from fpipe import Batch, Dataset, Pipeline, action
+from fpipe import Batch, Dataset, Pipeline, UnknownActionError, action
 from fpipe.values import FrozenDict, FrozenList
 
 
@@ -106,3 +106,78 @@ def test_datasets_and_pipelines_combine_only_with_the_linking_operators():
     with pytest.raises(TypeError, match="add pipelines with `\\+`"):
         Pipeline() << Pipeline()
     assert DS >> Pipeline().scale(2) == Pipeline().scale(2) << DS
+
+
+# -- composition is linear: each step is checked once, when it joins a batch class ------------
+class AlgOther(Batch):
+    @action
+    def scale(self, k):
+        return self
+
+
+def count_checks(monkeypatch):
+    import fpipe.algebra
+
+    calls: list[str] = []
+    check = fpipe.algebra.action_definition
+
+    def counting(batch_class, name):
+        calls.append(name)
+        return check(batch_class, name)
+
+    monkeypatch.setattr(fpipe.algebra, "action_definition", counting)
+    return calls
+
+
+def test_adding_to_a_linked_pipeline_checks_only_the_new_steps(monkeypatch):
+    twin = pickle.loads(pickle.dumps(DS))  # an equal dataset, another object
+    p = (Pipeline().scale(2) * 30) << DS
+    expected = [(Pipeline().scale(2) * 30).pick([1]) << d for d in (twin, DS)]
+    calls = count_checks(monkeypatch)
+    assert [p + (Pipeline().pick([1]) << twin), (p + Pipeline().pick([1])) << DS] == expected
+    assert calls == ["pick", "pick"]  # not the 30 steps of p each time
+
+
+def test_folding_a_sum_checks_each_step_once(monkeypatch):
+    expected = (Pipeline().scale(2) * 50) << DS
+    calls = count_checks(monkeypatch)
+    p = Pipeline() << DS
+    for _ in range(50):
+        p = (p + Pipeline().scale(2)) << DS
+    assert len(calls) == 50
+    assert p == expected
+
+
+def test_every_step_is_still_checked_against_a_new_batch_class():
+    p = Pipeline().scale(2).pick([1]) << DS
+    other = Dataset(4, AlgOther)
+    assert ((Pipeline().scale(2) << DS) << other).dataset is other
+    with pytest.raises(UnknownActionError, match="AlgOther has no action 'pick'"):
+        p << other
+    with pytest.raises(UnknownActionError, match="AlgOther has no action 'pick'"):
+        Pipeline().pick([1]) + (Pipeline() << other)
+    with pytest.raises(UnknownActionError, match="AlgNums has no action 'nope'"):
+        p + Pipeline().nope()
+
+
+def test_adding_pipelines_linked_to_one_dataset_does_not_compare_its_contents(monkeypatch):
+    def no_compare(self, other):
+        raise AssertionError("compared the dataset with itself")
+
+    p = Pipeline().scale(2) << DS
+    monkeypatch.setattr(Dataset, "__eq__", no_compare)
+    assert len(p + (Pipeline().scale(3) << DS)) == 2
+
+
+def test_pipelines_built_any_way_are_the_same_value():
+    chained = Pipeline() << DS
+    for _ in range(5):
+        chained = chained.scale(2)
+    folded = Pipeline() << DS
+    for _ in range(5):
+        folded = folded + Pipeline().scale(2)
+    repeated = (Pipeline().scale(2) * 5) << DS
+    for p in (folded, repeated, pickle.loads(pickle.dumps(chained))):
+        assert p == chained and hash(p) == hash(chained)
+        assert type(p.steps) is tuple and p.steps == chained.steps and len(p) == 5
+    assert (chained @ 0.5).steps[0].steps == chained.steps  # a tuple inside `@ prob` too

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import threading
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from fpipe import (
     SkipBatch,
     action,
 )
+from fpipe.values import LazyRows
 
 REPLACE_HINT = re.escape("return self.replace(images=")
 
@@ -685,3 +687,140 @@ def test_nan_equals_nan_in_batch_equality_and_the_run_context_does_not_count():
     ds = Dataset(4, BatchImgs, preloaded=(np.zeros((4, 2)), np.arange(4)))
     (in_run,) = list(ds.p.scale(1.0).gen_batch(4))
     assert in_run == ds.create_batch([0, 1, 2, 3])
+
+
+# -- components gathered on first read (batches made from a dataset) ------------------------
+class BatchXY(Batch):
+    components = ("x", "y")
+
+
+def xy_dataset(n=8):
+    x = np.arange(n * 2, dtype=np.float64).reshape(n, 2)
+    y = np.arange(n) * 10
+    return Dataset(n, BatchXY, preloaded={"x": x, "y": y}), x.copy(), y.copy()
+
+
+def pending(batch, name):
+    """Whether ``batch`` holds component ``name`` still ungathered."""
+    value = batch._data[name]
+    return isinstance(value, LazyRows) and not value.gathered
+
+
+def test_a_dataset_batch_gathers_a_component_when_it_is_first_read():
+    ds, _, y = xy_dataset()
+    b = ds.create_batch([5, 2])
+    assert pending(b, "x") and pending(b, "y")
+    got = b.y
+    assert got.tolist() == y[[5, 2]].tolist() and not got.flags.writeable
+    assert b.y is got and not pending(b, "y")
+    assert pending(b, "x")  # reading one component gathers that one only
+
+
+def test_untouched_components_stay_ungathered_through_replace_select_split_and_merge():
+    ds, x, y = xy_dataset()
+    b = ds.create_batch([0, 1, 2, 3])
+    c = b.replace(x=np.zeros((4, 2)))
+    assert c._data["y"] is b._data["y"] and pending(c, "y")  # shared, not gathered
+    first, second = c.split([1, 3])
+    picked, masked = c.select(np.array([3, 1])), c.select(np.array([True, False, True, False]))
+    merged = BatchXY.merge([b.select(slice(2, 4)), ds.create_batch([6])])
+    for part in (first, second, picked, masked, merged):
+        assert pending(part, "y")
+    assert repr(merged) == "BatchXY(3 items, x=float64[3, 2], y=int64[3])"
+    assert pending(merged, "x") and pending(merged, "y")  # repr reads shapes only
+    assert second.y.tolist() == y[[1, 2, 3]].tolist()
+    assert picked.y.tolist() == y[[3, 1]].tolist() and masked.y.tolist() == y[[0, 2]].tolist()
+    assert merged.x.tolist() == x[[2, 3, 6]].tolist() and merged.y.tolist() == y[[2, 3, 6]].tolist()
+
+
+def test_merge_and_select_of_gathered_or_mixed_components_give_the_same_values():
+    ds, x, y = xy_dataset()
+    b = ds.create_batch([4, 0, 7])
+    gathered = ds.create_batch([1, 2])
+    assert gathered.y.tolist() == y[[1, 2]].tolist()  # gathered now
+    eager = BatchXY([3], preloaded={"x": x[[3]], "y": y[[3]]})
+    merged = BatchXY.merge([b, gathered, eager])
+    assert merged.y.tolist() == y[[4, 0, 7, 1, 2, 3]].tolist()
+    assert merged.x.tolist() == x[[4, 0, 7, 1, 2, 3]].tolist()
+    assert gathered.select(slice(1, None)).y.tolist() == [y[2]]
+
+
+def test_lazy_batches_equal_and_hash_like_the_eager_batches_they_stand_for():
+    ds, x, y = xy_dataset()
+    lazy = ds.create_batch([6, 1])
+    eager = BatchXY([6, 1], preloaded={"x": x[[6, 1]], "y": y[[6, 1]]})
+    assert ds.create_batch([6, 1]) == lazy  # same rows of the same arrays: nothing gathered
+    assert pending(lazy, "x") and pending(lazy, "y")
+    assert lazy == eager and eager == lazy and hash(lazy) == hash(eager)
+    assert lazy != ds.create_batch([1, 6]) and lazy != eager.replace(y=np.array([0, 0]))
+    assert lazy.replace(x=None) != eager
+
+
+def test_pickled_lazy_batch_carries_its_rows_and_not_the_datasets_arrays():
+    n = 50_000
+    ds = Dataset(n, BatchXY, preloaded={"x": np.zeros((n, 2)), "y": np.arange(n)})
+    b = ds.create_batch([10, 20, 30])
+    data = pickle.dumps(b)
+    assert len(data) < 2_000  # three rows, not the 1.2 MB arrays
+    back = pickle.loads(data)
+    assert back == b and back.y.tolist() == [10, 20, 30]
+    assert all(type(v) is np.ndarray and not v.flags.writeable for v in back._data.values())
+
+
+def test_data_items_and_testing_helpers_read_lazy_components_like_eager_ones():
+    from fpipe.testing import assert_batches_equal
+
+    ds, x, y = xy_dataset()
+    b = ds.create_batch([3, 4])
+    assert set(b.data) == {"x", "y"} and b.data["y"].tolist() == y[[3, 4]].tolist()
+    with pytest.raises(TypeError, match="does not support item assignment"):
+        b.data["y"] = np.zeros(2)
+    assert b[4].x.tolist() == x[4].tolist() and b[3].y == y[3]
+    assert b.components == ("x", "y")
+    eager = BatchXY([3, 4], preloaded={"x": x[[3, 4]], "y": y[[3, 4]]})
+    assert_batches_equal(eager, ds.create_batch([3, 4]))
+    with pytest.raises(AssertionError, match="component 'y' differs"):
+        assert_batches_equal(eager, ds.create_batch([3, 4]).replace(y=np.array([1, 2])))
+    plain = Dataset(3, BatchPlain, preloaded=np.arange(3.0)).create_batch([2])
+    assert plain.data.tolist() == [2.0] and not plain.data.flags.writeable
+
+
+def test_threads_reading_a_lazy_component_at_once_share_one_gathered_array():
+    ds = Dataset(20_000, BatchXY, preloaded={"x": np.zeros((20_000, 64)), "y": np.arange(20_000)})
+    b = ds.create_batch(np.arange(20_000)[::-1])
+    start = threading.Barrier(6)
+    got = []
+
+    def read():
+        start.wait()
+        got.append(b.x)
+
+    threads = [threading.Thread(target=read) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(got) == 6 and all(a is got[0] for a in got)
+
+
+def test_gather_all_gathers_every_pending_component_of_the_batch():
+    ds, _, _ = xy_dataset()
+    b = ds.create_batch([1, 2])
+    assert b._gather_all() is b
+    assert not pending(b, "x") and not pending(b, "y")
+
+
+class Pics(Batch):
+    components = ("images", "labels")
+
+
+def test_items_read_components_through_class_properties_and_pickle():
+    import pickle
+
+    b = Dataset(4, Pics, preloaded={"images": np.arange(4.0)}).create_batch([1, 3])
+    item = b[3]
+    assert type(item).__name__ == "PicsItem" and isinstance(type(item).__dict__["images"], property)
+    assert item.images == 3.0 and item.labels is None
+    assert pickle.loads(pickle.dumps(item)).images == 3.0
+    with pytest.raises(AttributeError, match="Did you mean 'images'"):
+        item.imgs

@@ -422,3 +422,82 @@ def test_pickled_dataset_keeps_ragged_items_immutable():
     with pytest.raises(ValueError, match="read-only"):
         b.xs[1][0] = 7
     assert back.create_batch([0]).xs[0] == [1, 2]  # the dataset's item is unchanged
+
+
+# -- memory: components gathered on first read, batches freed once used ---------------------
+class DsWide(Batch):
+    components = ("x", "y")
+
+    @action
+    def ds_bump(self):
+        return self.replace(x=self.x + 1.0)
+
+    @action
+    def ds_note_alive(self):
+        """Put in ``y`` how many earlier output batches are still alive."""
+        alive = [ref for ref in MADE if ref() is not None]
+        return self.replace(y=np.full(len(self), len(alive)))
+
+
+MADE: list = []  # weak references to the output batches of a run
+
+
+def wide(n=4_000, y_cols=256):
+    x = np.ones((n, 4), dtype=np.float32)
+    y = np.zeros((n, y_cols), dtype=np.float32)
+    return Dataset(n, DsWide, preloaded={"x": x, "y": y})
+
+
+def test_a_run_gathers_no_component_that_no_action_reads():
+    import tracemalloc
+
+    ds = wide()
+    p = ds.p.ds_bump().ds_bump()
+    list(p.gen_batch(1_000))  # imports and first-call caches
+    tracemalloc.start()
+    try:
+        out = [float(b.x.sum()) for b in p.gen_batch(1_000)]
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert out == [1_000 * 4 * 3.0] * 4
+    y_batch = 1_000 * 256 * 4  # one batch of y: 1 MB
+    assert peak < y_batch / 2, peak  # y is never copied; x's batches are 16 kB
+    last = next(iter(p.gen_batch(1_000)))
+    assert last.y.shape == (1_000, 256) and not last.y.any()  # still there when read
+
+
+def test_a_run_frees_each_output_batch_once_the_consumer_drops_it():
+    import weakref
+
+    MADE.clear()
+    p = wide(n=10).p.ds_note_alive()
+    alive_then = []
+    for b in p.gen_batch(2):
+        alive_then.append(int(b.y[0]))
+        MADE.append(weakref.ref(b))
+        del b
+    # while batch k is made, the consumer has dropped batches 0..k-1: at most the last
+    # one may still be held (by the stage that yielded it), never the first of the run
+    assert len(alive_then) == 5 and all(n <= 1 for n in alive_then), alive_then
+
+
+def test_batches_own_their_ids_and_rows_and_read_the_right_items():
+    ds = wide(n=12, y_cols=2)
+    for b in ds.p.gen_batch(5, shuffle=True, seed=3):
+        assert b.indices.base is None  # not a view that keeps the epoch's order alive
+        np.testing.assert_array_equal(b.x, ds.preloaded["x"][b.indices])
+    part = ds.split(0.5, shuffle=True, seed=1)[1]
+    b = part.create_batch(part.indices[::-1])
+    np.testing.assert_array_equal(b.indices, part.indices[::-1])
+    np.testing.assert_array_equal(b.y, ds.preloaded["y"][part.indices[::-1]])
+
+
+@pytest.mark.parametrize("executor", ["threads", "processes"])
+def test_prefetch_workers_give_the_batches_a_sequential_run_gives(executor):
+    ds = wide(n=40, y_cols=3)
+    p = ds.p.ds_bump()
+    expected = list(p.gen_batch(8))
+    got = list(p.gen_batch(8, prefetch=2, executor=executor))
+    assert got == expected
+    assert all(np.array_equal(g.y, e.y) for g, e in zip(got, expected, strict=True))

@@ -22,6 +22,7 @@ from fpipe import (
     ProcessExecutor,
     ThreadExecutor,
     action,
+    executors,
     model,
 )
 from fpipe.executors import Job, resolve_executor
@@ -668,7 +669,12 @@ def exec_fail_or_stall(batch, fail_at, stall_at, stalled, release):
 
 
 @pytest.mark.timeout(60)
-def test_an_error_reaches_the_caller_when_its_batch_is_due_even_if_a_later_batch_is_stuck():
+def test_an_error_reaches_the_caller_when_its_batch_is_due_even_if_a_later_batch_is_stuck(
+    monkeypatch,
+):
+    # one batch per hand-off (cheap batches may otherwise share a chunk, run in turn on
+    # one thread): the stuck batch then runs beside the failing one, on 4 threads
+    monkeypatch.setattr(executors, "CHUNK_SECONDS", 0.0)
     stalled, release = threading.Event(), threading.Event()
     # batches of 2, in order: batch #5 starts with item 10, batch #7 with item 14
     p = Dataset(40).p.apply(exec_fail_or_stall, 10, 14, stalled, release)
@@ -677,7 +683,7 @@ def test_an_error_reaches_the_caller_when_its_batch_is_due_even_if_a_later_batch
     timer.start()
     try:
         with pytest.raises(ActionError, match=r"failed on batch #5 .*batch five is broken"):
-            p.run(2, prefetch=4)
+            p.run(2, executor=ThreadExecutor(4))
         arrived_in_time = not release.is_set()
     finally:
         release.set()
@@ -798,3 +804,148 @@ def test_a_worker_that_died_before_the_next_batch_is_sent_is_survived(sequential
     assert marker.exists()
     assert_same_batches(got, expected)
     assert env.variables["seen"] == env0.variables["seen"]
+
+
+# -- threads: as many as the cores, batches handed over in chunks when they are cheap ---------
+def test_prefetch_keeps_n_batches_ahead_on_at_most_as_many_threads_as_cores(monkeypatch):
+    monkeypatch.setattr(executors, "usable_cores", lambda: 2)
+    assert resolve_executor(None, prefetch=4) == ThreadExecutor(2, window=4)
+    assert resolve_executor("threads", prefetch=1) == ThreadExecutor(1)
+    assert repr(ThreadExecutor(2, window=4)) == "ThreadExecutor(workers=2, window=4)"
+    assert ThreadExecutor(2, window=4) != ThreadExecutor(2)
+    with pytest.raises(ValueError, match=r"ThreadExecutor needs a window of at least 1, got 0"):
+        ThreadExecutor(2, window=0)
+    p = exec_dataset().p.apply(exec_slow, 0.002).mark_worker()
+    threads = {str(b.thread[0]) for b in p.gen_batch(1, prefetch=4)}
+    assert threads <= {"fpipe-prefetch_0", "fpipe-prefetch_1"}, threads
+
+
+def exec_slow(batch, seconds):
+    time.sleep(seconds)  # releases the GIL, as I/O would
+    return batch
+
+
+def record_chunks(monkeypatch) -> list[int]:
+    """The number of batches in each hand-off to a worker thread, in order."""
+    sizes: list[int] = []
+    hand = executors._ThreadSession._hand
+
+    def recording(self, chunk):
+        sizes.append(len(chunk.items))
+        hand(self, chunk)
+
+    monkeypatch.setattr(executors._ThreadSession, "_hand", recording)
+    return sizes
+
+
+def chunked_pipeline() -> Pipeline:
+    x = np.arange(1000, dtype=np.float64)
+    return Dataset(1000, ExecNums, preloaded={"x": x}).p.apply(exec_scale, 3.0).noisy_square()
+
+
+@pytest.mark.timeout(60)
+def test_cheap_batches_travel_in_chunks_that_at_most_double_up_to_max_chunk(monkeypatch):
+    expected = list(chunked_pipeline().gen_batch(2, shuffle=True, seed=3))
+    monkeypatch.setattr(executors, "CHUNK_SECONDS", 10.0)  # every batch counts as cheap
+    sizes = record_chunks(monkeypatch)
+    got = list(chunked_pipeline().gen_batch(2, shuffle=True, seed=3, prefetch=2))
+    assert_same_batches(got, expected)
+    assert sum(sizes) == len(expected) == 500
+    assert sizes[:5] == [1, 1, 1, 2, 4]  # one batch each until the first comes back
+    assert max(sizes) == executors.MAX_CHUNK
+    assert all(n <= 2 * max(sizes[:i]) for i, n in enumerate(sizes) if i)
+
+
+@pytest.mark.timeout(60)
+def test_cheap_batches_share_hand_offs_and_slow_ones_travel_alone(monkeypatch):
+    sizes = record_chunks(monkeypatch)
+    n = len(list(chunked_pipeline().gen_batch(2, prefetch=2)))  # ~20 us a batch
+    assert sum(sizes) == n == 500
+    assert len(sizes) <= n // 2, sizes  # far fewer hand-offs than batches
+    sizes.clear()
+    busy = exec_dataset().p.apply(exec_busy, 0.002)  # more CPU time than CHUNK_SECONDS
+    assert len(list(busy.gen_batch(1, n_epochs=2, prefetch=2))) == len(sizes) == 2 * N_ITEMS
+    assert set(sizes) == {1}
+    sizes.clear()
+    waiting = exec_dataset().p.apply(exec_slow, 0.004)  # no CPU time, but wall time
+    assert len(list(waiting.gen_batch(1, n_epochs=2, prefetch=2))) == 2 * N_ITEMS
+    assert max(sizes) <= executors.CHUNK_WALL_SECONDS / 0.004, sizes
+
+
+def exec_busy(batch, seconds):
+    """Keeps its thread busy (and the GIL held) for ``seconds``."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+    return batch
+
+
+SEEN: list[int] = []  # first items of the batches exec_fail_counting saw
+
+
+def exec_fail_counting(batch, index):
+    SEEN.append(int(batch.indices[0]))
+    return exec_fail_on(batch, index)
+
+
+@pytest.mark.timeout(60)
+def test_an_error_in_a_chunk_comes_after_the_batches_before_it_and_stops_the_chunk(
+    monkeypatch,
+):
+    monkeypatch.setattr(executors, "CHUNK_SECONDS", 10.0)
+    sizes = record_chunks(monkeypatch)
+    SEEN.clear()
+    # batches of 2 in order, chunks of 1, 1, 1, 2, 4: batches #5-#8 (items 10-17) share one
+    p = Dataset(40).p.apply(exec_fail_counting, 13)
+    got = []
+    with pytest.raises(ActionError, match=r"failed on batch #6 .*cannot take item 13"):
+        for b in p.gen_batch(2, prefetch=2):
+            got.append(int(b.indices[0]))
+    assert sizes[:5] == [1, 1, 1, 2, 4]
+    assert got == [0, 2, 4, 6, 8, 10]  # every batch before the failing one, in order
+    assert 14 not in SEEN and 16 not in SEEN  # the rest of its chunk never ran
+
+
+GATHERED: list[tuple[bool, str]] = []  # what ExecLazy.note_gathered saw, and where
+
+
+class ExecLazy(Batch):
+    components = ("x", "y")
+
+    @action
+    def lazy_pure(self):
+        """Pure, reads nothing: a worker has a step to run."""
+        return self
+
+    @action(use_lock="exec_lazy_lock")
+    def note_gathered(self):
+        """On the driver: were the components gathered before the batch came here?"""
+        gathered = all(getattr(v, "gathered", True) for v in self._data.values())
+        GATHERED.append((gathered, threading.current_thread().name))
+        return self
+
+
+def lazy_notes(p: Pipeline, **run) -> list[tuple[bool, str]]:
+    GATHERED.clear()
+    before = fpipe_worker_threads()
+    with p.iterate(4, **run) as it:
+        for _ in it:
+            started = bool(fpipe_worker_threads() - before)
+    return [(gathered, started) for gathered, _ in GATHERED]
+
+
+@pytest.mark.timeout(60)
+def test_a_prefetched_batch_reaches_the_driver_with_its_components_gathered(monkeypatch):
+    data = (np.arange(40.0).reshape(20, 2), np.arange(20))
+    p = Dataset(20, ExecLazy, preloaded=data).p
+    # a worker runs the pure step, then gathers what it hands over
+    assert lazy_notes(p.lazy_pure().note_gathered(), prefetch=2) == [(True, True)] * 5
+    # sequentially a component is gathered when a step first reads it
+    assert lazy_notes(p.lazy_pure().note_gathered()) == [(False, False)] * 5
+    # nothing for a worker to run and a few rows to copy: the driver makes the batches,
+    # and no thread starts
+    assert lazy_notes(p.note_gathered(), prefetch=2) == [(False, False)] * 5
+    assert {name for _, name in GATHERED} == {threading.main_thread().name}
+    # ...unless the rows are many bytes: a worker copies them
+    monkeypatch.setattr(executors, "INLINE_BYTES", 4 * 24)  # a batch holds 4 * 24 bytes
+    assert lazy_notes(p.note_gathered(), prefetch=2) == [(True, True)] * 5

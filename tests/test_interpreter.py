@@ -640,3 +640,17 @@ def test_step_error_without_a_step_says_so():
     err = step_error(None, batch([1, 2]), ctx, RuntimeError("lost"))
     assert str(err) == "step ? `?` failed on batch #2 (epoch 0, 2 items: 0, 1): RuntimeError: lost"
     assert (err.step, err.position, err.batch_position) == ("?", -1, 2)
+
+
+def test_compiling_formats_no_step_label_until_a_message_needs_one():
+    shown = []
+
+    class Loud:
+        def __repr__(self):
+            shown.append(1)
+            return "Loud()"
+
+    program = compile_program(Pipeline().ip_times(Loud()).ip_inc(k=Loud()).steps, InterpNums)
+    assert shown == []  # formatting every step's arguments was a third of compiling
+    assert [s.label for s in program.stages[0]] == ["ip_times(Loud())", "ip_inc(k=Loud())"]
+    assert len(shown) == 2

@@ -40,8 +40,18 @@ class ParNums(Batch):
         return item_id * item_id * k
 
     @action
+    @inbatch_parallel(init="indices", post="_collect", target="auto")
+    def square_ids_auto(self, item_id, k=1):
+        return item_id * item_id * k
+
+    @action
     @inbatch_parallel(init="items", post="_collect", target="threads")
     def twice_items(self, item):
+        return item.x * 2
+
+    @action
+    @inbatch_parallel(init="items", post="_collect", target="for")
+    def twice_items_for(self, item):
         return item.x * 2
 
     @action
@@ -73,6 +83,7 @@ class ParNums(Batch):
     @action
     @inbatch_parallel(init="indices", post="_names", target="threads")
     def thread_of(self, item_id):
+        time.sleep(0.002)  # long enough for the pool's threads to take items too
         return threading.current_thread()
 
     @action
@@ -86,6 +97,13 @@ class ParNums(Batch):
     @inbatch_parallel(init="indices", post="_collect", target="for")
     def fail_on_two_for(self, item_id):
         CALLED.append(item_id)
+        if item_id == 2:
+            raise ValueError("item two is broken")
+        return item_id
+
+    @action
+    @inbatch_parallel(init="indices", post="_collect", target="auto")
+    def fail_on_two_auto(self, item_id):
         if item_id == 2:
             raise ValueError("item two is broken")
         return item_id
@@ -105,6 +123,11 @@ class ParNums(Batch):
     @action
     @inbatch_parallel(init="indices", post="_collect", target="for")
     def noise_for(self, item_id, rng):
+        return rng.random()
+
+    @action
+    @inbatch_parallel(init="indices", post="_collect", target="auto")
+    def noise_auto(self, item_id, rng):
         return rng.random()
 
     @action
@@ -128,6 +151,13 @@ class ParNums(Batch):
     @action
     @inbatch_parallel(init="indices", post="_collect", target="for")
     def interrupt_on_two_for(self, item_id):
+        if item_id == 2:
+            raise KeyboardInterrupt
+        return item_id
+
+    @action
+    @inbatch_parallel(init="indices", post="_collect", target="auto")
+    def interrupt_on_two_auto(self, item_id):
         if item_id == 2:
             raise KeyboardInterrupt
         return item_id
@@ -172,7 +202,7 @@ def fpipe_threads():
 
 
 # -- inits and post --------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["square_ids", "square_ids_for"])
+@pytest.mark.parametrize("name", ["square_ids", "square_ids_for", "square_ids_auto"])
 def test_indices_init_calls_once_per_item_id_with_args(name):
     b = ParNums(np.array([3, 1, 2]), preloaded={"x": np.zeros(3)})
     c = getattr(b, name)(k=2)
@@ -253,8 +283,99 @@ def test_async_target_works_inside_a_running_event_loop():
     assert asyncio.run(main()).x.tolist() == [20.0, 22.0, 24.0]
 
 
+@pytest.mark.parametrize("name", ["twice_items", "twice_items_for"])
+def test_items_are_taken_by_position_so_repeated_ids_are_no_trouble(name):
+    b = make(2)
+    doubled = Batch.merge([b, b.replace(x=np.array([5.0, 6.0]))])
+    assert doubled.indices.tolist() == [0, 1, 0, 1]  # no DatasetIndex: ids repeat
+    assert getattr(doubled, name)().x.tolist() == [20.0, 22.0, 10.0, 12.0]
+
+
+@pytest.mark.parametrize("name", ["square_ids", "square_ids_for", "square_ids_auto"])
+def test_an_empty_batch_gives_post_no_results(name):
+    empty = make(3).select(np.array([], dtype=int))
+    assert getattr(empty, name)().x.tolist() == []
+
+
+class ParReturns(Batch):
+    @inbatch_parallel(init="indices", post=lambda b, r: r, target="for")
+    def errors_for(self, item_id):
+        return ValueError(item_id)
+
+    @inbatch_parallel(init="indices", post=lambda b, r: r, target="threads")
+    def errors_threads(self, item_id):
+        return ValueError(item_id)
+
+
+@pytest.mark.parametrize("name", ["errors_for", "errors_threads"])
+def test_an_exception_returned_by_an_item_is_a_result_not_a_failure(name):
+    results = getattr(ParReturns(np.arange(3), preloaded=np.zeros(3)), name)()
+    assert [type(r) for r in results] == [ValueError] * 3
+    assert [r.args for r in results] == [(0,), (1,), (2,)]
+
+
+class ParCost(Batch):
+    """Items that hold the GIL (a Python loop) and items that wait (sleep), on target="auto"."""
+
+    components = ("spun", "napped")
+
+    @action
+    @inbatch_parallel(init="indices", post="_spun", target="auto")
+    def spin(self, item_id):
+        deadline = time.perf_counter() + 0.0002
+        while time.perf_counter() < deadline:  # Python code: holds the GIL all along
+            pass
+        return threading.get_ident()
+
+    @action
+    @inbatch_parallel(init="indices", post="_napped", target="auto")
+    def nap(self, item_id):
+        time.sleep(0.02)  # releases the GIL, as I/O would
+        return threading.get_ident()
+
+    @action
+    @inbatch_parallel(init="indices", post="_napped", target="threads")
+    def nap_threads(self, item_id):
+        time.sleep(0.03)  # time enough for the calling thread to take one item at least
+        return threading.get_ident()
+
+    def _spun(self, results):
+        return self.replace(spun=np.array(results))
+
+    def _napped(self, results):
+        return self.replace(napped=np.array(results))
+
+
+def cost_ds(n):
+    return Dataset(n, ParCost, preloaded={"spun": np.zeros(n), "napped": np.zeros(n)})
+
+
+@pytest.mark.timeout(60)
+def test_auto_target_keeps_a_loop_for_gil_bound_items_and_the_pool_for_waiting_ones():
+    # Each method measures its items in the run's first batches, then keeps the faster
+    # target: Python code that holds the GIL gains nothing from threads, sleeping items do.
+    *_, last = (Pipeline().spin().nap() << cost_ds(100)).gen_batch(20)
+    assert set(last.spun.tolist()) == {threading.get_ident()}  # a loop on the calling thread
+    assert len(set(last.napped.tolist())) > 1  # items on the pool's threads too
+
+
+def test_auto_target_outside_a_run_is_a_plain_loop():
+    b = ParCost(np.arange(6), preloaded={"napped": np.zeros(6)})
+    assert set(b.nap().napped.tolist()) == {threading.get_ident()}
+
+
+@pytest.mark.timeout(60)
+def test_threads_target_has_the_calling_thread_take_items_too():
+    b = ParCost(np.arange(3), preloaded={"napped": np.zeros(3)})
+    assert threading.get_ident() in b.nap_threads().napped.tolist()
+    (out,) = (Pipeline().nap_threads() << cost_ds(3)).gen_batch(3)
+    assert threading.get_ident() in out.napped.tolist()
+
+
 # -- failures --------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["fail_on_two", "fail_on_two_for", "fail_on_two_async"])
+@pytest.mark.parametrize(
+    "name", ["fail_on_two", "fail_on_two_for", "fail_on_two_auto", "fail_on_two_async"]
+)
 def test_failing_item_raises_in_the_caller_with_the_cause(name):
     with pytest.raises(FpipeError, match=rf"{name} failed for item #2 \(2\) of 4: ValueError") as e:
         getattr(make(4), name)()
@@ -267,6 +388,21 @@ def test_for_target_stops_at_the_first_failing_item():
     with pytest.raises(FpipeError, match=r"fail_on_two_for failed for item #2"):
         make(5).fail_on_two_for()
     assert CALLED == [0, 1, 2]
+
+
+def test_threads_target_starts_no_item_after_one_has_failed():
+    class ParFailFirst(Batch):
+        @inbatch_parallel(init="indices", target="threads")
+        def fail_first(self, item_id):
+            CALLED.append(item_id)
+            if item_id == 0:
+                raise ValueError("item zero is broken")
+            time.sleep(0.002)
+
+    CALLED.clear()
+    with pytest.raises(FpipeError, match=r"fail_first failed for item #0"):
+        ParFailFirst(np.arange(100), preloaded=np.zeros(100)).fail_first()
+    assert len(CALLED) < 50  # the threads stopped taking items once item 0 had failed
 
 
 def test_failing_item_in_a_pipeline_is_an_action_error_chaining_the_original():
@@ -283,7 +419,12 @@ def test_failing_item_with_prefetch_reaches_the_caller():
         (Pipeline().fail_on_two_async() << ds(9)).run(3, prefetch=2)
 
 
-INTERRUPTING = ["interrupt_on_two", "interrupt_on_two_for", "interrupt_on_two_async"]
+INTERRUPTING = [
+    "interrupt_on_two",
+    "interrupt_on_two_for",
+    "interrupt_on_two_auto",
+    "interrupt_on_two_async",
+]
 
 
 @pytest.mark.parametrize("name", INTERRUPTING)
@@ -354,19 +495,20 @@ def test_run_uses_one_bounded_pool_and_leaves_no_thread_behind():
     res = p.run(3)
     used = res.get_variable("threads")
     assert len(used) == 3 * n_batches
-    distinct = set(used)
-    assert 1 <= len(distinct) <= POOL_BOUND
-    assert all(t.name.startswith("fpipe-inbatch") for t in distinct)
-    assert not any(t.is_alive() for t in distinct)
+    pooled = set(used) - {threading.current_thread()}  # the calling thread takes items too
+    assert 1 <= len(pooled) <= POOL_BOUND
+    assert all(t.name.startswith("fpipe-inbatch") for t in pooled)
+    assert not any(t.is_alive() for t in pooled)
     assert set(threading.enumerate()) <= before
 
 
 @pytest.mark.timeout(60)
 def test_two_runs_get_their_own_pools():
     p = Pipeline().init_variable("threads", []).thread_of() << ds(6)
-    first = set(p.run(3).get_variable("threads"))
-    second = set(p.run(3).get_variable("threads"))
-    assert not first & second
+    caller = {threading.current_thread()}
+    first = set(p.run(3).get_variable("threads")) - caller
+    second = set(p.run(3).get_variable("threads")) - caller
+    assert first and second and not first & second
 
 
 @pytest.mark.timeout(60)
@@ -391,7 +533,9 @@ def test_loose_batch_call_leaves_no_thread_behind():
 def test_per_item_rng_is_reproducible_and_independent_of_target_and_prefetch():
     p = Pipeline().noise() << ds(9)
     q = Pipeline().noise_for() << ds(9)
+    r = Pipeline().noise_auto() << ds(9)
     one = xs(p, seed=5)
+    assert one == xs(r, seed=5) == xs(r, seed=5, prefetch=2)
     assert one == xs(p, seed=5)
     assert one == xs(p, seed=5, prefetch=2)
     assert one == xs(q, seed=5)

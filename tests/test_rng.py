@@ -405,3 +405,103 @@ def test_resolve_shuffle_callable_only_where_allowed():
         resolve_shuffle(fn, 9, allow_callable=False)
     with pytest.raises(TypeError, match=r"or a callable f\(positions, generator\), not str"):
         resolve_shuffle("yes", None, allow_callable=True)
+
+
+# -- watching numpy's global generator cheaply ------------------------------------------------
+class GlobalDraws(Batch):
+    components = ("x",)
+
+    @action
+    def nothing(self):
+        return self
+
+    @action
+    def whole_key(self):
+        np.random.rand(312)  # 624 words: the position comes back where it was
+        return self
+
+    @action
+    def one_normal(self):
+        return self.replace(x=self.x + np.random.randn())
+
+    @action
+    def other_normal(self):
+        return self.replace(x=self.x - np.random.randn())
+
+
+@pytest.fixture
+def global_state():
+    state = np.random.get_state()
+    yield
+    np.random.set_state(state)
+
+
+def global_draws():
+    return Dataset(6, GlobalDraws, preloaded={"x": np.zeros(6)})
+
+
+def test_a_global_step_sees_every_draw_but_not_a_reseed(global_state):
+    np.random.seed(1)
+    mark = rng.global_mark()
+    assert rng.global_step(mark) == (False, mark)
+    for draw in (np.random.rand, lambda: np.random.rand(312), np.random.randn, np.random.randn):
+        draw()  # the last one draws the normal kept by the one before: no word moves
+        moved, mark = rng.global_step(mark)
+        assert moved
+    np.random.seed(2)
+    assert not rng.global_step(mark)[0]
+
+
+def test_a_mark_sees_a_normal_drawn_from_the_kept_value(global_state):
+    np.random.seed(1)
+    mark = rng.global_mark()
+    np.random.randn()  # the generator keeps the second normal of the pair
+    assert rng.global_moved(mark)
+    mark = rng.global_mark()
+    np.random.randn()  # drawn from the kept value: the words do not move
+    assert rng.global_moved(mark)
+    np.random.seed(3)
+    assert not rng.global_moved(mark)
+
+
+def test_the_first_batch_reads_the_whole_global_state_once_not_per_step(monkeypatch):
+    calls = []
+    get_state = np.random.get_state
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return get_state(*args, **kwargs)
+
+    monkeypatch.setattr(np.random, "get_state", counting)
+    (global_draws().p.nothing() * 50).run(3, seed=1)
+    assert len(calls) == 1  # was two per step
+
+
+def test_a_step_drawing_a_whole_key_is_named(global_state):
+    with pytest.warns(GlobalRandomWarning, match=r"^step\(s\) `whole_key\(\)` drew from"):
+        global_draws().p.nothing().whole_key().nothing().run(3, seed=1)
+
+
+def test_a_normal_drawn_from_the_kept_value_is_named(global_state):
+    np.random.seed(1)
+    np.random.randn()  # kept: the step's own normal moves no word of the generator
+    with pytest.warns(GlobalRandomWarning, match=r"^step\(s\) `one_normal\(\)` drew from"):
+        global_draws().p.nothing().one_normal().nothing().run(6, seed=1)
+    np.random.seed(1)  # a step draws a pair, the next one the kept half
+    p = global_draws().p.nothing().one_normal().other_normal().nothing()
+    named = r"^step\(s\) `one_normal\(\)`, `other_normal\(\)` drew from"
+    with pytest.warns(GlobalRandomWarning, match=named):
+        p.run(6, seed=1)
+
+
+def test_the_global_rng_is_watched_whatever_its_bit_generator(global_state):
+    if not hasattr(np.random, "set_bit_generator"):
+        pytest.skip("numpy < 1.25 has no np.random.set_bit_generator")
+    before = np.random.get_bit_generator()
+    np.random.set_bit_generator(np.random.PCG64(3))
+    try:
+        global_draws().p.nothing().run(3, seed=1)  # no draw, no warning
+        with pytest.warns(GlobalRandomWarning, match=r"^step\(s\) `whole_key\(\)` drew from"):
+            global_draws().p.nothing().whole_key().run(3, seed=1)
+    finally:
+        np.random.set_bit_generator(before)

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from fpipe import Batch, Dataset, ModelError, Pipeline, SkipBatch, action, model
+from fpipe.tf import _stacks, fast_path_reason
 
 pytestmark = pytest.mark.tf
 tf = pytest.importorskip("tensorflow")
@@ -499,6 +500,135 @@ def test_to_tf_dataset_cardinality(stream_ds):
         list(skipping.to_tf_dataset(10))
     with pytest.raises(TypeError, match="cardinality must be 'auto', None or an int"):
         stream_ds.p.to_tf_dataset(10, cardinality="many")
+
+
+# -- to_tf_dataset: the fast path and the chunked generator ----------------------------------
+
+
+def tf_passes(tf_dataset, n):
+    """``n`` passes over a tf.data.Dataset, each a list of batches of numpy arrays."""
+    return [[tuple(np.asarray(t) for t in element) for element in tf_dataset] for _ in range(n)]
+
+
+def same_passes(a, b):
+    assert [len(p) for p in a] == [len(p) for p in b]
+    for pa, pb in zip(a, b, strict=True):
+        for ea, eb in zip(pa, pb, strict=True):
+            assert len(ea) == len(eb)
+            for x, y in zip(ea, eb, strict=True):
+                assert x.dtype == y.dtype
+                np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize(
+    "run",
+    [
+        {"shuffle": 5},
+        {"shuffle": True, "seed": 2, "n_epochs": 2},
+        {"shuffle": True, "seed": 3, "n_iters": 9},
+        {"shuffle": True, "seed": 4, "n_epochs": 2, "drop_last": True},
+        {"n_epochs": 2},
+    ],
+    ids=["int-shuffle", "two-epochs", "n_iters", "drop_last", "in-order"],
+)
+def test_the_fast_path_gives_the_batches_of_gen_batch_and_of_the_generator_every_pass(
+    stream_ds, run
+):
+    """Same batches, same order, same seeds; subsets (arrays aligned with the parent's
+    index) and a single component too."""
+    subset = stream_ds.create_subset(np.arange(7, 100, 3))
+    for ds in (stream_ds, subset):
+        assert fast_path_reason(ds.p, ("images", "labels")) is None
+        fast, slow = ds.p.to_tf_dataset(16, **run), ds.p.to_tf_dataset(16, fast=False, **run)
+        assert fast.element_spec == slow.element_spec
+        assert int(fast.cardinality()) == int(slow.cardinality())
+        fast_passes = tf_passes(fast, 3)
+        same_passes(fast_passes, tf_passes(slow, 3))
+        own = [[(b.images, b.labels) for b in ds.p.gen_batch(16, **run)]]
+        same_passes(fast_passes[:1], own)
+        if "shuffle" in run:  # each pass is a fresh shuffle
+            assert not np.array_equal(fast_passes[0][0][1], fast_passes[1][0][1])
+    only = stream_ds.p.to_tf_dataset(30, components="labels", shuffle=1)
+    expected = [b.labels for b in stream_ds.p.gen_batch(30, shuffle=1)]
+    assert only.element_spec.shape.as_list() == [None]
+    same_passes([[(np.asarray(y),) for y in only]], [[(y,) for y in expected]])
+
+
+def test_passes_of_the_fast_path_open_at_once_keep_to_their_own_seeds(stream_ds):
+    run = {"shuffle": True, "seed": 6, "n_epochs": 30}  # longer than tf.data reads ahead
+    expected = tf_passes(stream_ds.p.to_tf_dataset(25, fast=False, **run), 2)
+    fast = stream_ds.p.to_tf_dataset(25, **run)
+    first = iter(fast)
+    got: list[list] = [[next(first)], []]  # the first pass has begun: it is pass 0
+    second = iter(fast)
+    for _ in expected[0][1:]:  # epochs of both passes interleave
+        got[1].append(next(second))
+        got[0].append(next(first))
+    got[1].append(next(second))
+    same_passes([[tuple(np.asarray(t) for t in e) for e in p] for p in got], expected)
+
+
+def test_the_fast_path_endless_runs_as_gen_batch(stream_ds):
+    endless = stream_ds.p.to_tf_dataset(30, n_epochs=None, seed=1, shuffle=True)
+    assert int(endless.cardinality()) == int(tf.data.INFINITE_CARDINALITY)
+    got = [np.asarray(y) for _, y in endless.take(11)]
+    it = stream_ds.p.gen_batch(30, n_epochs=None, seed=1, shuffle=True)
+    for y, b in zip(got, it, strict=False):
+        np.testing.assert_array_equal(y, b.labels)
+
+
+def test_the_fast_path_runs_no_python_per_batch_and_the_generator_path_does(stream_ds, monkeypatch):
+    calls = []
+    batch_at = Dataset._batch_at
+    monkeypatch.setattr(
+        Dataset, "_batch_at", lambda self, *a, **k: calls.append(1) or batch_at(self, *a, **k)
+    )
+    assert len(list(stream_ds.p.to_tf_dataset(10, n_epochs=3))) == 30
+    assert calls == []  # batches gathered by tf ops only
+    assert len(list(stream_ds.p.to_tf_dataset(10, n_epochs=3, fast=False))) == 30
+    assert len(calls) == 30
+
+
+def test_to_tf_dataset_says_why_a_pipeline_takes_the_generator_path(stream_ds):
+    names = ("images", "labels")
+    assert "steps that act on batches" in fast_path_reason(stream_ds.p.normalize(), names)
+    assert "steps that act on batches" in fast_path_reason(stream_ds.p.rebatch(7), names)
+    bare = Dataset(10, Normalize, preloaded={"images": np.ones((10, 2))})
+    assert fast_path_reason(bare.p, names) == "component 'labels' is not preloaded"
+    words = Dataset(3, Normalize, preloaded=(np.ones((3, 2)), np.array(["a", "b", "c"])))
+    assert fast_path_reason(words.p, names) == "component 'labels' holds <U1 values, not numbers"
+    got = [y.numpy().tolist() for _, y in words.p.to_tf_dataset(2)]
+    assert got == [[b"a", b"b"], [b"c"]]  # the generator path handles strings
+
+
+def test_the_generator_path_stacks_small_batches_of_one_shape_and_sends_big_ones_alone():
+    small = [(np.full((4, 3), i, "float32"), np.arange(4)) for i in range(70)]
+    small.append((np.zeros((2, 3), "float32"), np.arange(2)))  # the last batch of an epoch
+    chunks = list(_stacks(iter(small), single=False))
+    assert [c[0].shape[0] for c in chunks] == [32, 32, 6, 1]
+    assert np.array_equal(
+        np.concatenate([c[0] for c in chunks[:3]]), np.stack([b[0] for b in small[:70]])
+    )
+    big = [np.zeros((64, 4096), "float32") for _ in range(3)]  # 1 MB each
+    alone = list(_stacks(iter(big), single=True))
+    assert [c.shape for c in alone] == [(1, 64, 4096)] * 3
+    assert all(np.shares_memory(c, b) for c, b in zip(alone, big, strict=True))  # views
+
+
+def test_keras_fit_trains_on_the_fast_path(stream_ds):
+    keras.utils.set_random_seed(0)
+    net = keras.Sequential(
+        [
+            keras.Input((SIDE, SIDE, 1)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(N_CLASSES, activation="softmax"),
+        ]
+    )
+    net.compile(keras.optimizers.Adam(0.05), "sparse_categorical_crossentropy")
+    ds = stream_ds.p.to_tf_dataset(20, shuffle=True, seed=1)
+    history = net.fit(ds, epochs=8, verbose=0, shuffle=False)  # fpipe shuffles
+    losses = history.history["loss"]
+    assert losses[-1] < 0.6 * losses[0]
 
 
 # -- TensorFlow stays optional ---------------------------------------------------------------

@@ -6,6 +6,8 @@ import copy
 import pickle
 import subprocess
 import sys
+import threading
+import time
 import weakref
 from collections import namedtuple
 
@@ -16,10 +18,12 @@ from pyrsistent import pmap
 from fpipe.values import (
     FrozenDict,
     FrozenList,
+    LazyRows,
     arrays_equal,
     freeze,
     freeze_kwargs,
     freeze_objects,
+    materialized,
     own,
     readonly,
     thaw,
@@ -320,3 +324,89 @@ def test_importing_values_does_not_import_heavy_libraries():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
     assert out.stdout.strip() == "[]"
+
+
+# -- LazyRows --------------------------------------------------------------------------------
+class CountingSource(np.ndarray):
+    """A read-only array that counts (and slows down) the gathers made from it."""
+
+    gathers = 0
+
+    def __getitem__(self, key):
+        if isinstance(key, np.ndarray):  # a gather of rows, not numpy's own slicing
+            type(self).gathers += 1
+            time.sleep(0.01)  # widen the window in which threads could race
+            return np.asarray(self)[key]
+        return super().__getitem__(key)
+
+
+def counting_source(n=10, cols=3):
+    source = np.arange(n * cols, dtype=np.float64).reshape(n, cols).view(CountingSource)
+    CountingSource.gathers = 0
+    return readonly(source)
+
+
+def test_lazy_rows_gather_on_first_read_only_and_then_always_give_the_same_array():
+    source = counting_source()
+    lazy = LazyRows(source, readonly(np.array([4, 1])))
+    assert (lazy.shape, lazy.dtype, len(lazy), lazy.gathered) == ((2, 3), source.dtype, 2, False)
+    assert CountingSource.gathers == 0 and "not gathered" in repr(lazy)
+    first = lazy.get()
+    assert first.tolist() == [[12.0, 13.0, 14.0], [3.0, 4.0, 5.0]]
+    assert not first.flags.writeable and type(first) is np.ndarray
+    assert lazy.get() is first and materialized(lazy) is first and lazy.gathered
+    assert CountingSource.gathers == 1 and "gathered" in repr(lazy)
+
+
+def test_lazy_rows_read_by_many_threads_at_once_are_gathered_once():
+    source = counting_source()
+    lazy = LazyRows(source, readonly(np.arange(10)))
+    start = threading.Barrier(8)
+    got = []
+
+    def read():
+        start.wait()
+        got.append(lazy.get())
+
+    threads = [threading.Thread(target=read) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert CountingSource.gathers == 1
+    assert len(got) == 8 and all(a is got[0] for a in got)
+
+
+def test_lazy_rows_take_rows_of_rows_without_gathering():
+    source = counting_source()
+    lazy = LazyRows(source, readonly(np.array([5, 2, 7, 0])))
+    part = lazy.take(slice(1, 3))
+    picked = lazy.take(np.array([0, 3]))
+    masked = lazy.take(np.array([True, False, False, True]))
+    assert CountingSource.gathers == 0
+    assert part.get().tolist() == np.asarray(source)[[2, 7]].tolist()
+    assert picked.get().tolist() == masked.get().tolist() == np.asarray(source)[[5, 0]].tolist()
+    assert not lazy.gathered  # taking from it gathers nothing of it
+
+
+def test_lazy_rows_compare_by_source_and_rows_and_act_as_their_array():
+    source = readonly(np.arange(12.0).reshape(6, 2))
+    a = LazyRows(source, readonly(np.array([1, 3])))
+    assert a.same_rows(LazyRows(source, readonly(np.array([1, 3]))))
+    assert not a.same_rows(LazyRows(source, readonly(np.array([3, 1]))))
+    assert not a.same_rows(LazyRows(source.copy(), readonly(np.array([1, 3]))))
+    assert not a.gathered  # comparing rows gathers nothing
+    assert np.asarray(a).tolist() == [[2.0, 3.0], [6.0, 7.0]]
+    assert np.asarray(a, dtype=np.int64).dtype == np.int64
+    copied = np.array(a, copy=True)
+    assert copied.flags.writeable and not np.shares_memory(copied, a.get())
+    assert materialized(source) is source and materialized(None) is None
+
+
+def test_pickled_lazy_rows_carry_their_rows_only_as_a_read_only_array():
+    source = readonly(np.zeros((100_000, 4)))
+    lazy = LazyRows(source, readonly(np.array([7, 8])))
+    data = pickle.dumps(lazy)
+    assert len(data) < 1_000  # the two rows, not the 3.2 MB source
+    back = pickle.loads(data)
+    assert type(back) is np.ndarray and back.shape == (2, 4) and not back.flags.writeable
