@@ -240,9 +240,10 @@ class Pipeline(PipelineValue):
         _check_run_args(merged, self._dataset, what)
         return merged
 
-    def _iterator(self, params: dict[str, Any], **extra: Any) -> PipelineIterator:
-        dataset = self._require_dataset("cannot run")
-        plan = BatchPlan.make(
+    def _plan(self, params: Mapping[str, Any], what: str = "cannot run") -> BatchPlan:
+        """The batching plan of a run with ``params`` over the linked dataset."""
+        dataset = self._require_dataset(what)
+        return BatchPlan.make(
             len(dataset),
             params["batch_size"],
             shuffle=params["shuffle"],
@@ -251,6 +252,9 @@ class Pipeline(PipelineValue):
             drop_last=params["drop_last"],
             seed=params["seed"],
         )
+
+    def _iterator(self, params: dict[str, Any], **extra: Any) -> PipelineIterator:
+        plan = self._plan(params)
         # a seed the caller chose: a resume state with another seed is refused, not obeyed
         shuffle = params["shuffle"]
         seed_given = params["seed"] is not None or (

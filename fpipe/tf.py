@@ -188,18 +188,8 @@ def _gathered_dataset(
     tf: Any, pipeline: Pipeline, params: dict[str, Any], names: tuple[str, ...], cardinality: Any
 ) -> Any:
     """The fast path: batches gathered by tf ops over the plan's positions."""
-    from .plan import BatchPlan
-
     dataset = pipeline._require_dataset("to_tf_dataset")
-    plan = BatchPlan.make(
-        len(dataset),
-        params["batch_size"],
-        shuffle=params["shuffle"],
-        n_epochs=params["n_epochs"],
-        n_iters=params["n_iters"],
-        drop_last=params["drop_last"],
-        seed=params["seed"],
-    )
+    plan = pipeline._plan(params, "to_tf_dataset")
     tensors = tuple(tf.convert_to_tensor(dataset.preloaded[name]) for name in names)
     to_rows = _rows_of(dataset)
     total = plan.total_batches
