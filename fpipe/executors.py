@@ -167,8 +167,10 @@ def work(job: Job, task: Task, local: Prepared | None = None) -> tuple[Any, int,
 
 
 class Session:
-    """One run's use of an executor: ``submit`` one task per batch (a handle with
-    ``result()`` and ``cancel()``), at most ``window`` ahead, then ``close``.
+    """One run's use of an executor: ``stream`` the run's tasks through it, then
+    ``close``. By default ``stream`` calls ``submit`` once per task (a handle with
+    ``result()`` and ``cancel()``), at most ``window`` ahead; a session may stream
+    otherwise (threads hand over chunks of tasks).
 
     Everything a run needs from its workers lives here, never in the executor, so one
     executor serves any number of runs at once, nested ones included.

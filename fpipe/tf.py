@@ -121,9 +121,9 @@ def to_tf_dataset(
 
     **Fast path.** A pipeline with no steps that act on batches, whose components are
     all preloaded arrays of numbers or bools, runs no Python per batch: each batch is a
-    ``tf.gather`` of the plan's positions from a TensorFlow copy of those arrays (made
-    once, held by the returned dataset, as ``from_tensor_slices`` would), prefetched by
-    tf.data; Python runs once per epoch, to draw its order. The batches, their order and
+    ``tf.gather`` of the plan's positions from a TensorFlow copy of the dataset's rows of
+    those arrays (made once, held by the returned dataset, as ``from_tensor_slices``
+    would), prefetched by tf.data; Python runs once per epoch, to draw its order. The batches, their order and
     the seed of every pass are those of the generator path. The generator path is taken
     instead, and ``fast=False`` forces it (to spare the copy), when
 
@@ -190,21 +190,25 @@ def _gathered_dataset(
     """The fast path: batches gathered by tf ops over the plan's positions."""
     dataset = pipeline._require_dataset("to_tf_dataset")
     plan = pipeline._plan(params, "to_tf_dataset")
-    tensors = tuple(tf.convert_to_tensor(dataset.preloaded[name]) for name in names)
-    to_rows = _rows_of(dataset)
+    rows_of = _rows_of(dataset)  # the dataset's rows of its arrays, in position order
+    tensors = tuple(
+        tf.convert_to_tensor(a if rows_of is None else a[rows_of])
+        for a in (dataset.preloaded[name] for name in names)
+    )
     total = plan.total_batches
     n_epochs = None if total is None else -(-total // plan.batches_per_epoch)
     passes = [0]
 
     def epoch_rows(k: np.ndarray, epoch: np.ndarray) -> tuple[np.int64, np.ndarray, np.ndarray]:
-        """Epoch ``epoch`` of pass ``k`` (epoch 0 opens a new pass): the pass, the rows of
-        the epoch's batches end to end, and where each batch starts (and the last ends)."""
+        """Epoch ``epoch`` of pass ``k`` (epoch 0 opens a new pass): the pass, the
+        positions of the epoch's batches end to end, and where each batch starts (and
+        the last one ends)."""
         this = int(k)
         if int(epoch) == 0:
             this = passes[0]
             passes[0] += 1
         positions, bounds = _epoch(plan.reseeded(_pass_seed(plan.seed, this)), int(epoch))
-        return np.int64(this), to_rows(positions), bounds
+        return np.int64(this), positions, bounds
 
     plain = tf.autograph.experimental.do_not_convert  # plain tf ops: nothing to convert
     int64 = tf.int64
@@ -212,17 +216,17 @@ def _gathered_dataset(
     @plain
     def batch_rows(k: Any, epoch: Any) -> Any:
         # the scan carries the pass's number through its epochs
-        k, rows, bounds = tf.numpy_function(
+        k, positions, bounds = tf.numpy_function(
             epoch_rows, [k, epoch], (int64, int64, int64), stateful=True
         )
-        rows = tf.RaggedTensor.from_row_splits(
-            tf.reshape(rows, [-1]), tf.reshape(bounds, [-1]), validate=False
+        positions = tf.RaggedTensor.from_row_splits(
+            tf.reshape(positions, [-1]), tf.reshape(bounds, [-1]), validate=False
         )
-        return tf.reshape(k, []), rows
+        return tf.reshape(k, []), positions
 
     @plain
-    def gather(rows: Any) -> Any:
-        out = tuple(tf.gather(t, rows) for t in tensors)
+    def gather(positions: Any) -> Any:
+        out = tuple(tf.gather(t, positions) for t in tensors)
         return out[0] if len(out) == 1 else out
 
     # Python runs once per epoch (to draw its order) and never per batch; the dataset has
@@ -236,13 +240,13 @@ def _gathered_dataset(
     return out
 
 
-def _rows_of(dataset: Dataset) -> Any:
-    """Positions in ``dataset`` -> rows of its preloaded arrays (as ``Dataset._batch_at``)."""
+def _rows_of(dataset: Dataset) -> np.ndarray | None:
+    """The rows of its preloaded arrays that ``dataset`` holds, in position order (as
+    ``Dataset._batch_at`` finds them); None: position ``i`` is row ``i``."""
     source = dataset._source
     if source is None:
-        return lambda positions: positions
-    rows = np.asarray(source.get_pos(dataset._index.indices), dtype=np.int64)
-    return lambda positions: rows[positions]
+        return None
+    return np.asarray(source.get_pos(dataset._index.indices), dtype=np.int64)
 
 
 def _epoch(plan: BatchPlan, epoch: int) -> tuple[np.ndarray, np.ndarray]:
