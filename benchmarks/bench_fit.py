@@ -34,9 +34,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 from _sides import report, take_turns
-from bench_keras import BATCH, N_CLASSES, N_FEATURES, N_ITEMS, Rows, loop, make_net
-
-from fpipe import Dataset
+from bench_keras import BATCH, N_CLASSES, N_FEATURES, classification_data, loop, make_net
 
 
 def hand_written(x: np.ndarray, y: np.ndarray, batches: list[np.ndarray]):
@@ -69,10 +67,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
 
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(N_ITEMS, N_FEATURES)).astype("float32")
-    y = (x @ rng.normal(size=(N_FEATURES, N_CLASSES))).argmax(axis=1)
-    ds = Dataset(N_ITEMS, Rows, preloaded=(x, y))
+    x, y, ds = classification_data()
     run = {"shuffle": 3, "n_iters": args.steps}
     batches = [b.indices for b in ds.p.gen_batch(BATCH, **run)]
 

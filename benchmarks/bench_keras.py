@@ -59,6 +59,14 @@ class Rows(Batch):
         return self
 
 
+def classification_data() -> tuple[np.ndarray, np.ndarray, Dataset]:
+    """Features, labels (a linear rule of the features) and the dataset holding them."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(N_ITEMS, N_FEATURES)).astype("float32")
+    y = (x @ rng.normal(size=(N_FEATURES, N_CLASSES))).argmax(axis=1)
+    return x, y, Dataset(N_ITEMS, Rows, preloaded=(x, y))
+
+
 def loop(net, x: np.ndarray, y: np.ndarray, batches: list[np.ndarray]) -> int:
     for ids in batches:
         net.train_on_batch(x[ids], y[ids])
@@ -78,10 +86,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
 
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(N_ITEMS, N_FEATURES)).astype("float32")
-    y = (x @ rng.normal(size=(N_FEATURES, N_CLASSES))).argmax(axis=1)
-    ds = Dataset(N_ITEMS, Rows, preloaded=(x, y))
+    x, y, ds = classification_data()
     # the same batches for both sides: the ids of fpipe's plan
     batches = [b.indices for b in ds.p.gen_batch(BATCH, shuffle=3, n_iters=args.steps)]
 

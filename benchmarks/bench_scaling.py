@@ -36,24 +36,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _sides import take_turns
+from bench_overhead import Rows
 
-from fpipe import Batch, Dataset, Pipeline, action
+from fpipe import Dataset, Pipeline
 from fpipe.interpreter import compile_program
 from fpipe.plan import BatchPlan
 
 N_FEATURES, BATCH, SEED = 32, 64, 0
-
-
-class Rows(Batch):
-    components = ("x",)
-
-    @action
-    def add(self, k):
-        return self.replace(x=self.x + k)
-
-    @action
-    def identity(self):
-        return self
 
 
 def ints(text: str) -> list[int]:

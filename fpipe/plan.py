@@ -222,39 +222,6 @@ class BatchPlan:
             "n_iters": self.n_iters,
         }
 
-    def check_position(self, epoch: int, batch_in_epoch: int, iteration: int) -> None:
-        """Refuse a position this plan never reaches (a tampered or foreign state).
-
-        After ``iteration`` batches, ``batch_in_epoch`` of them in ``epoch``, the plan has
-        ``iteration == epoch * batches_per_epoch + batch_in_epoch``; the position may be the
-        end of the run but not past it.
-
-        >>> BatchPlan.make(10, 4).check_position(0, 2, 5)
-        Traceback (most recent call last):
-        ...
-        fpipe.errors.ResumeError: the state's position is inconsistent: ...
-        """
-        per = self.batches_per_epoch
-        if batch_in_epoch > per or iteration != epoch * per + batch_in_epoch:
-            raise ResumeError(
-                f"the state's position is inconsistent: iteration={iteration} cannot follow "
-                f"epoch={epoch}, batch_in_epoch={batch_in_epoch} with {per} batches per epoch "
-                f"(it would be {epoch * per + min(batch_in_epoch, per)}); the state was edited "
-                "or comes from another plan: start afresh without `state=`"
-            )
-        total = self.total_batches
-        if total is not None and iteration > total:
-            limit = (
-                f"n_iters={self.n_iters}"
-                if self.n_iters is not None
-                else (f"n_epochs={self.n_epochs}")
-            )
-            raise ResumeError(
-                f"the state is past the end of this run: it is at epoch {epoch}, "
-                f"iteration {iteration}, but the run ends after {total} batches ({limit}); "
-                "resume with the plan the state was saved under, or start afresh"
-            )
-
     def initial_state(self) -> IterState:
         """The state before the first batch."""
         return IterState(self.seed, 0, 0, 0, self.fingerprint)

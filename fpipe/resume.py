@@ -26,7 +26,14 @@ from .runstate import BatchContext, RunState
 from .state import IterState
 from .steps import Maybe, Merge, Rebatch, Step
 
-__all__ = ["RebatchStage", "ResumePoint", "merge_stages", "resume_point", "run_identity"]
+__all__ = [
+    "RebatchStage",
+    "ResumePoint",
+    "check_position",
+    "merge_stages",
+    "resume_point",
+    "run_identity",
+]
 
 Position = dict[str, Any]
 
@@ -105,7 +112,7 @@ def resume_point(
             f"seed={state.seed}) to resume, or drop `state=` to start afresh with your seed."
         )
     plan = plan.reseeded(state.seed)
-    plan.check_position(state.epoch, state.batch_in_epoch, state.iteration)
+    check_position(plan, state.epoch, state.batch_in_epoch, state.iteration)
     n_rebatch = sum(isinstance(s, Rebatch) for s in pipeline.steps)
     if len(state.produced) != n_rebatch:
         raise ResumeError(
@@ -139,10 +146,42 @@ def resume_point(
             position = position["from"]
     stages.reverse()
     e, b, it = position["epoch"], position["batch_in_epoch"], position["iteration"]
-    plan.check_position(e, b, it)
+    check_position(plan, e, b, it)
     _ordered(it, state.iteration, stages, state.produced)
     start = IterState(plan.seed, e, b, it, plan.fingerprint)
     return plan, ResumePoint(state, start, state.iteration, state.produced, tuple(stages), merges)
+
+
+def check_position(plan: BatchPlan, epoch: int, batch_in_epoch: int, iteration: int) -> None:
+    """Refuse a position this plan never reaches (a tampered or foreign state).
+
+    After ``iteration`` batches, ``batch_in_epoch`` of them in ``epoch``, the plan has
+    ``iteration == epoch * batches_per_epoch + batch_in_epoch``; the position may be the
+    end of the run but not past it.
+
+    >>> check_position(BatchPlan.make(10, 4), 0, 2, 5)
+    Traceback (most recent call last):
+    ...
+    fpipe.errors.ResumeError: the state's position is inconsistent: ...
+    """
+    per = plan.batches_per_epoch
+    if batch_in_epoch > per or iteration != epoch * per + batch_in_epoch:
+        raise ResumeError(
+            f"the state's position is inconsistent: iteration={iteration} cannot follow "
+            f"epoch={epoch}, batch_in_epoch={batch_in_epoch} with {per} batches per epoch "
+            f"(it would be {epoch * per + min(batch_in_epoch, per)}); the state was edited "
+            "or comes from another plan: start afresh without `state=`"
+        )
+    total = plan.total_batches
+    if total is not None and iteration > total:
+        limit = (
+            f"n_iters={plan.n_iters}" if plan.n_iters is not None else (f"n_epochs={plan.n_epochs}")
+        )
+        raise ResumeError(
+            f"the state is past the end of this run: it is at epoch {epoch}, "
+            f"iteration {iteration}, but the run ends after {total} batches ({limit}); "
+            "resume with the plan the state was saved under, or start afresh"
+        )
 
 
 def _ordered(

@@ -62,7 +62,8 @@ class IterState:
     produced: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "identity", freeze(dict(self.identity)))
+        if self.identity:  # BatchPlan.iterate makes one per batch, with none
+            object.__setattr__(self, "identity", freeze(dict(self.identity)))
         if self.position is not None:
             object.__setattr__(self, "position", freeze(dict(self.position)))
         object.__setattr__(self, "produced", tuple(int(n) for n in self.produced))
