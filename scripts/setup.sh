@@ -10,7 +10,7 @@ fi
 stamp=".venv/.fpipe-installed"
 want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "== installing fpipe[dev] into .venv"
+  echo "== installing fpipe-ml[dev] into .venv"
   .venv/bin/python -m pip install -qq --upgrade pip
   .venv/bin/python -m pip install -qq -e ".[dev]"
   echo "$want" > "$stamp"
