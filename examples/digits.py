@@ -1,6 +1,7 @@
 """Train and evaluate a digit classifier with fpipe (scikit-learn's bundled 8x8 digits).
 
     python examples/digits.py [--epochs 12] [--batch-size 32] [--prefetch 4]
+                              [--curves PATH] [--no-bar]
 
 What it shows:
 
@@ -12,11 +13,15 @@ What it shows:
    config). The same template serves the training set (augment, then a locked
    ``train_on_batch`` under prefetch) and the test set (evaluate): both share the one
    classifier;
-3. an inference pipeline that imports both models from the training results and
+3. one seeded training run observed epoch by epoch (``epochs()``): a progress bar per
+   epoch with the latest loss, the test accuracy between epochs, and the run's profile
+   (where its time went, step by step) at the end;
+4. an inference pipeline that imports both models from the training results and
    predicts the test set.
 
-It prints the progress of each epoch, the final test accuracy (the script fails if it
-is below 0.93) and the training throughput.
+It prints each epoch's bar and results, the profile, the final test accuracy (the
+script fails if it is below 0.93) and the training throughput, and saves the loss and
+accuracy curves to a PNG (by default in the temporary folder; it says where).
 """
 
 from __future__ import annotations
@@ -24,9 +29,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 
+# TensorFlow's start-up log: C++ info and warnings, and the oneDNN notice (printed
+# before the C++ log level applies; turning oneDNN off is what silences it)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 import numpy as np
 from sklearn.datasets import load_digits
@@ -50,8 +59,10 @@ class Digits(Batch):
     @model(mode="static")
     def classifier(pipeline, config):
         """A Keras MLP; a static model sees no data, so the config gives the sizes."""
+        import absl.logging
         import keras
 
+        absl.logging.set_verbosity(absl.logging.ERROR)  # no Python-side warnings either
         keras.utils.set_random_seed(config["seed"])
         net = keras.Sequential(
             [
@@ -112,6 +123,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--prefetch", type=int, default=4)
+    parser.add_argument(
+        "--curves",
+        default=os.path.join(tempfile.gettempdir(), "fpipe-digits-curves.png"),
+        help="where to save the loss and accuracy curves (a PNG)",
+    )
+    parser.add_argument("--no-bar", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
 
     digits = load_digits()
@@ -146,23 +163,32 @@ def main(argv: list[str] | None = None) -> int:
     testing = template + Pipeline().init_variable("correct", []).predict().count_correct()
     train_pipeline, test_pipeline = training << train_ds, testing << test_ds
 
-    trained = train_pipeline
-    train_time, train_batches = 0.0, 0
-    for epoch in range(args.epochs):
-        start = time.perf_counter()
-        trained = train_pipeline.run(
-            args.batch_size, shuffle=True, seed=SEED + epoch, prefetch=args.prefetch
-        )
-        train_time += time.perf_counter() - start
+    # 3. one seeded training run, epoch by epoch: evaluate between epochs
+    epochs = train_pipeline.epochs(
+        args.batch_size,
+        shuffle=True,
+        n_epochs=args.epochs,
+        seed=SEED,
+        prefetch=args.prefetch,
+        bar=False if args.no_bar else ["loss"],  # a bar per epoch, with the latest loss
+        profile=True,
+    )
+    train_time, accuracies, done = 0.0, [], 0
+    start = time.perf_counter()
+    for epoch, trained in epochs:
+        train_time += time.perf_counter() - start  # the training only, not the evaluation
         losses = trained.get_variable("loss")
-        train_batches += len(losses)
-        accuracy = sum(test_pipeline.run(256).get_variable("correct")) / len(test_ds)
+        epoch_loss, done = np.mean(losses[done:]), len(losses)
+        accuracies.append(sum(test_pipeline.run(256).get_variable("correct")) / len(test_ds))
         print(
-            f"epoch {epoch + 1:2d}/{args.epochs}: train loss {np.mean(losses):.4f}, "
-            f"test accuracy {accuracy:.4f}"
+            f"epoch {epoch + 1}/{args.epochs}: train loss {epoch_loss:.4f}, "
+            f"test accuracy {accuracies[-1]:.4f}",
+            flush=True,  # after the epoch's bar, which goes to stderr
         )
+        start = time.perf_counter()
+    print(trained.profile)  # where the training run's time went
 
-    # 3. inference: import both models from what the training runs returned
+    # 4. inference: import both models from what the training run returned
     inference = (
         Pipeline()
         .import_model("pixel_stats", stats_run)
@@ -179,13 +205,29 @@ def main(argv: list[str] | None = None) -> int:
     items = args.epochs * len(train_ds)  # every epoch covers each item once
     print(f"final test accuracy: {final:.4f}")
     print(
-        f"training throughput: {train_batches / train_time:.1f} batches/s, "
-        f"{items / train_time:.0f} items/s ({train_batches} batches in {train_time:.1f} s)"
+        f"training throughput: {done / train_time:.1f} batches/s, "
+        f"{items / train_time:.0f} items/s ({done} batches in {train_time:.1f} s)"
     )
+    print(f"loss and accuracy curves: {save_curves(trained, accuracies, args.curves)}")
     if final < REQUIRED_ACCURACY:
         print(f"FAILED: accuracy {final:.4f} < {REQUIRED_ACCURACY}", file=sys.stderr)
         return 1
     return 0
+
+
+def save_curves(trained: Pipeline, accuracies: list[float], path: str) -> str:
+    """Save the training loss (per batch, smoothed) and the test accuracy per epoch."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 3.6), layout="constrained")
+    loss_axes, accuracy_axes = fig.subplots(1, 2)
+    trained.plot("loss", ax=loss_axes)  # fpipe draws a run's variable, with its moving average
+    epochs = np.arange(1, len(accuracies) + 1)
+    accuracy_axes.plot(epochs, accuracies, marker="o")
+    accuracy_axes.set(xlabel="epoch", ylabel="test accuracy", title="test accuracy per epoch")
+    accuracy_axes.grid(alpha=0.3)
+    fig.savefig(path, dpi=100)
+    return os.path.abspath(path)
 
 
 if __name__ == "__main__":

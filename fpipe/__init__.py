@@ -22,6 +22,7 @@ from .errors import (
     GlobalRandomWarning,
     ImmutableBatchError,
     ModelError,
+    PipelineCheckError,
     PipelineDefinitionError,
     ResumeError,
     UndeclaredEffectError,
@@ -29,6 +30,7 @@ from .errors import (
     UnknownVariableError,
 )
 from .executors import DaskExecutor, Executor, ProcessExecutor, ThreadExecutor
+from .expressions import B, C, F, I, R, V
 from .files import FilesIndex
 from .index import DatasetIndex
 from .iterator import PipelineIterator
@@ -36,36 +38,47 @@ from .models import model
 from .parallel import inbatch_parallel
 from .pipeline import Pipeline
 from .plan import BatchPlan
+from .profile import Profile
+from .progress import Bar
 from .state import IterState
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ActionError",
+    "B",
+    "Bar",
     "Batch",
     "BatchPlan",
+    "C",
     "Checkpoint",
     "DaskExecutor",
     "Dataset",
     "DatasetIndex",
     "Environment",
     "Executor",
+    "F",
     "FilesIndex",
     "FpipeError",
     "GlobalRandomWarning",
+    "I",
     "ImmutableBatchError",
     "IterState",
     "ModelError",
     "Pipeline",
+    "PipelineCheckError",
     "PipelineDefinitionError",
     "PipelineIterator",
     "ProcessExecutor",
+    "Profile",
+    "R",
     "ResumeError",
     "SkipBatch",
     "ThreadExecutor",
     "UndeclaredEffectError",
     "UnknownActionError",
     "UnknownVariableError",
+    "V",
     "action",
     "inbatch_parallel",
     "model",

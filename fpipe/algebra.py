@@ -23,11 +23,28 @@ from typing import TYPE_CHECKING, Any
 
 from pyrsistent import PMap, PVector, pmap, pvector
 
+from .check import check_pipeline
 from .dataset import Dataset
 from .declarations import Declarations
 from .env import Environment
-from .errors import PipelineDefinitionError, UnknownActionError, did_you_mean
-from .steps import ActionStep, ApplyStep, Join, Maybe, Merge, Rebatch, Step, action_definition
+from .errors import (
+    PipelineCheckError,
+    PipelineDefinitionError,
+    UnknownActionError,
+    did_you_mean,
+)
+from .expressions import Expr, leaves
+from .steps import (
+    ActionStep,
+    ApplyStep,
+    Join,
+    Maybe,
+    Merge,
+    Rebatch,
+    Repeat,
+    Step,
+    action_definition,
+)
 from .values import freeze_kwargs, value_hash, values_equal
 
 if TYPE_CHECKING:
@@ -51,6 +68,7 @@ class PipelineValue(Declarations):
     """A lazy, immutable description of batch processing (the base of ``Pipeline``)."""
 
     __slots__ = ("__weakref__", "_config", "_dataset", "_env", "_lazy", "_models", "_steps")
+    _expression_operand = False  # `C("n") * p` is `p * C("n")`, not an expression
 
     # A persistent vector: adding a step shares the ones before (a tuple would be copied
     # whole, and folding ``p = p + step`` would cost O(n^2)).
@@ -112,18 +130,23 @@ class PipelineValue(Declarations):
     # -- value semantics ------------------------------------------------------------------
     @property
     def steps(self) -> tuple[Step, ...]:
+        """The pipeline's steps, in order: data-only records (see ``fpipe.steps``)."""
         return tuple(self._steps)
 
     @property
     def dataset(self) -> Dataset | None:
+        """The dataset this pipeline is linked to (``pipeline << dataset``), or None."""
         return self._dataset
 
     @property
     def config(self) -> PMap:
+        """The pipeline's config (``Pipeline(config=...)``), frozen: model factories
+        read their part of it, and actions may read it as ``self.pipeline.config``."""
         return self._config
 
     @property
     def batch_class(self) -> type[Batch] | None:
+        """The batch class of the linked dataset, or None before the pipeline is linked."""
         return self._dataset.batch_class if self._dataset is not None else None
 
     @property
@@ -228,6 +251,10 @@ class PipelineValue(Declarations):
         return NotImplemented
 
     def __mul__(self, n: object) -> Any:
+        if isinstance(n, Expr):  # `p * C("repeats")`: the count the config gives, per run
+            _config_only("*", n, "a whole number")
+            _repeatable(self._steps, n)
+            return self._new(steps=(Repeat(tuple(self._steps), n),))
         if isinstance(n, bool) or not isinstance(n, numbers.Integral):
             if isinstance(n, numbers.Number):
                 raise TypeError(
@@ -243,6 +270,9 @@ class PipelineValue(Declarations):
     __rmul__ = __mul__
 
     def __matmul__(self, prob: object) -> Any:
+        if isinstance(prob, Expr):  # `p @ C("aug_prob")`: the probability the config gives
+            _config_only("@", prob, "a probability in [0, 1]")
+            return self._new(steps=(Maybe(tuple(self._steps), prob),))
         if (
             isinstance(prob, bool)
             or not isinstance(prob, numbers.Real)
@@ -311,7 +341,7 @@ class PipelineValue(Declarations):
 
     def apply(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Add a plain function ``fn(batch, *args, **kwargs) -> batch`` as a step."""
-        if not callable(fn):
+        if not callable(fn) or isinstance(fn, Expr):
             raise TypeError(f"apply() takes a function batch -> batch, not {type(fn).__name__}")
         return self._with_steps(ApplyStep(fn, args, kwargs))
 
@@ -338,11 +368,56 @@ class PipelineValue(Declarations):
             raise ValueError(f"rebatch needs a positive int batch_size, not {batch_size!r}")
         return self._with_steps(Rebatch(int(batch_size), merge_fn))
 
+    # -- checking -------------------------------------------------------------------------
+    def check(self) -> Any:
+        """This pipeline, if it passes :mod:`fpipe.check` (arguments, models, variables,
+        components, config keys); else a :class:`~fpipe.errors.PipelineCheckError` that
+        lists every problem. Each run makes the same check before its first batch.
+
+        >>> from fpipe import Pipeline, PipelineCheckError
+        >>> p = Pipeline().init_variable("n", 0).update_variable("n", 1)
+        >>> p.check() is p
+        True
+        >>> try:
+        ...     Pipeline().update_variable("m", 1).check()
+        ... except PipelineCheckError as error:
+        ...     print(error.problems[0])
+        step 0 `update_variable('m', 1, mode='w')`: variable 'm' is never declared. Add .init_variable('m', default) to the pipeline
+        """
+        problems = check_pipeline(self)
+        if problems:
+            raise PipelineCheckError(problems)
+        return self
+
 
 _ADD_DATASET = (
     "cannot add a dataset and a pipeline with `+`: link the dataset with `pipeline << dataset` "
     "or `dataset >> pipeline`"
 )
+
+
+def _config_only(op: str, value: Expr, what: str) -> None:
+    """Refuse an expression that reads more than the config as the operand of ``op``."""
+    for leaf in leaves(value):
+        if leaf.kind != "C":
+            raise PipelineDefinitionError(
+                f"`pipeline {op} {value!r}`: `{op}` takes {what} or an expression of the "
+                f"pipeline's config such as C('key'), read when the run starts; {leaf!r} is "
+                "not the config"
+            )
+
+
+def _repeatable(steps: Sequence[Step], times: Expr) -> None:
+    for step in steps:
+        if isinstance(step, (Rebatch, Merge)):
+            kind = "rebatch" if isinstance(step, Rebatch) else "merge"
+            raise PipelineDefinitionError(
+                f"`pipeline * {times!r}`: a pipeline with {kind}(...) ({step.label}) cannot be "
+                "repeated a number of times the config gives; repeat it a fixed number of "
+                "times (`pipeline * 3`) or move the step out of the repeated part"
+            )
+        if isinstance(step, (Maybe, Repeat)):
+            _repeatable(step.steps, times)
 
 
 def _validate(steps: Sequence[Step], batch_class: type) -> None:

@@ -95,14 +95,17 @@ class Dataset:
     # -- reading --------------------------------------------------------------------------
     @property
     def index(self) -> DatasetIndex:
+        """The dataset's index: the ids of its items."""
         return self._index
 
     @property
     def indices(self) -> np.ndarray:
+        """The ids of the dataset's items (read-only), as ``index.indices``."""
         return self._index.indices
 
     @property
     def batch_class(self) -> type[Batch]:
+        """The ``Batch`` subclass this dataset's batches are made of."""
         return self._batch_class
 
     @property

@@ -23,7 +23,7 @@ from pyrsistent import PMap, PVector
 from .env import _MISSING, Environment, lookup_model
 from .errors import ModelError, UnknownVariableError, did_you_mean
 from .models import ModelDefinition, find_definition, model_config
-from .steps import ImportModel, InitModel, InitVariable, Maybe, Step, UpdateVariable
+from .steps import ImportModel, InitModel, InitVariable, Maybe, Repeat, Step, UpdateVariable
 
 if TYPE_CHECKING:
     from .dataset import Dataset
@@ -80,10 +80,12 @@ class Declarations:
         return self._new(steps=steps)
 
     assign_variable = set_variable
+    """Another name for :meth:`set_variable`."""
 
     def update_variable(self, name: str, value: Any, mode: str = "w") -> Any:
         """Add a step that writes (``w``), appends (``a``) or extends (``e``) a variable
-        as each batch passes; ``value`` may be a function of the batch."""
+        as each batch passes; ``value`` may be a function of the batch or hold named
+        expressions (``V("n") + 1``, ``B("labels")``: see :mod:`fpipe.expressions`)."""
         return self._with_steps(UpdateVariable(name, value, mode))
 
     def _declared(self) -> dict[str, InitVariable]:
@@ -111,6 +113,7 @@ class Declarations:
         )
 
     def has_variable(self, name: str) -> bool:
+        """Whether ``name`` is declared (``init_variable``) or held after a run."""
         env = self._env
         return name in self._declared() or (env is not None and name in env.variables)
 
@@ -131,6 +134,7 @@ class Declarations:
         return self._new(steps=_edit_inits(self._steps, name, None)[0])
 
     delete_variable = del_variable
+    """Another name for :meth:`del_variable`."""
 
     def delete_all_variables(self) -> Any:
         """A pipeline without any variable."""
@@ -243,7 +247,7 @@ def _walk(steps: Sequence[Step]) -> Iterator[Step]:
     """Every step, those inside ``@ prob`` included, in the order a run meets them."""
     for s in steps:
         yield s
-        if isinstance(s, Maybe):
+        if isinstance(s, (Maybe, Repeat)):
             yield from _walk(s.steps)
 
 
@@ -260,10 +264,10 @@ def _edit_inits(
             if new is None:
                 continue
             s = new(s)
-        elif isinstance(s, Maybe):
+        elif isinstance(s, (Maybe, Repeat)):
             inner, n = _edit_inits(s.steps, name, new)
             if n:
                 hits += n
-                s = Maybe(inner, s.prob)
+                s = replace(s, steps=inner)
         out.append(s)
     return tuple(out), hits

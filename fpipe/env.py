@@ -60,6 +60,7 @@ class Environment:
 
     # -- variables ------------------------------------------------------------------------
     def set_variable(self, name: str, value: Any) -> Environment:
+        """A new environment in which variable ``name`` is ``value``."""
         return replace(self, variables=self.variables.set(name, value))
 
     def update_variable(self, name: str, value: Any, mode: str = "w") -> Environment:
@@ -72,6 +73,7 @@ class Environment:
         return self.set_variable(name, new)
 
     def get_variable(self, name: str, *default: Any) -> Any:
+        """The variable's value, else ``default`` if one is given, else a ``KeyError``."""
         try:
             return self.variables[name]
         except KeyError:
@@ -90,6 +92,7 @@ class Environment:
         return {**self.dynamic, **self.static, **self.imported}
 
     def with_lock(self, name: str) -> Environment:
+        """A new environment that also lists ``name`` among the run's locks."""
         return self if name in self.locks else replace(self, locks=self.locks | {name})
 
     def __getstate__(self) -> dict[str, Any]:

@@ -8,6 +8,7 @@ __all__ = [
     "GlobalRandomWarning",
     "ImmutableBatchError",
     "ModelError",
+    "PipelineCheckError",
     "PipelineDefinitionError",
     "ResumeError",
     "UndeclaredEffectError",
@@ -17,7 +18,7 @@ __all__ = [
 ]
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 
@@ -27,6 +28,30 @@ class FpipeError(Exception):
 
 class PipelineDefinitionError(FpipeError, ValueError):
     """A pipeline was described in a way that cannot run (unknown action, bad argument...)."""
+
+
+class PipelineCheckError(PipelineDefinitionError):
+    """A pipeline's check (``pipeline.check()``, or the one each run makes before its
+    first batch) found problems. ``problems`` holds them all (:class:`fpipe.check.Problem`);
+    the message shows one per line, each naming the step, the mistake and the fix. The
+    first problem's underlying error, if any, is chained as ``__cause__``.
+    """
+
+    def __init__(self, problems: Sequence[Any], limit: int = 30) -> None:
+        self.problems = tuple(problems)
+        n = len(self.problems)
+        lines = [f"- {p}" for p in self.problems[:limit]]
+        if n > limit:
+            lines.append(f"- ... and {n - limit} more (this error's .problems lists them all)")
+        super().__init__(
+            f"the pipeline has {n} problem{'s' * (n != 1)}, found before any batch ran:\n"
+            + "\n".join(lines)
+        )
+        causes = (getattr(p, "cause", None) for p in self.problems)
+        self.__cause__ = next((c for c in causes if c is not None), None)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.problems,))
 
 
 class UnknownActionError(PipelineDefinitionError, AttributeError):

@@ -47,6 +47,7 @@ from .batch import SkipBatch
 from .env import Environment
 from .errors import FpipeError, PipelineDefinitionError
 from .interpreter import compile_program, run_compiled
+from .profile import Recorder
 from .runstate import BatchContext, RunState
 from .steps import Join, Rebatch, Step
 
@@ -67,6 +68,7 @@ __all__ = [
     "resolve_executor",
     "usable_cores",
     "work",
+    "work_timed",
 ]
 
 
@@ -80,6 +82,9 @@ class Job:
     seed: int
     config: Mapping[str, Any] = field(default_factory=dict)  # what pure steps may read
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # a profiled run: the Recorder its worker threads time the steps into (it pickles
+    # empty: worker processes send their timings back with each batch, see work_timed)
+    profile: Recorder | None = field(default=None, compare=False)
 
     def for_workers(self) -> Job:
         """This job with only the steps up to the pure prefix: the rest stays on the driver.
@@ -108,6 +113,7 @@ class Task:
     epoch: int
     iteration: int
     positions: np.ndarray
+    batch_in_epoch: int | None = None
 
 
 @dataclass(frozen=True)
@@ -118,11 +124,13 @@ class Prepared:
     stage: tuple[Any, ...]
     prefix: int
     run: RunState
+    recorder: Recorder | None = None  # a profiled run's: times every step of ``stage``
 
     @classmethod
-    def of(cls, job: Job, run: RunState) -> Prepared:
-        program = compile_program(job.steps, job.batch_class)
-        return cls(program.stages[0], program.pure_prefix, run)
+    def of(cls, job: Job, run: RunState, recorder: Recorder | None = None) -> Prepared:
+        wrap = None if recorder is None else recorder.wrap
+        program = compile_program(job.steps, job.batch_class, wrap)
+        return cls(program.stages[0], program.pure_prefix, run, recorder)
 
 
 # Per worker process: job token -> its Prepared. A worker keeps one RunState per run,
@@ -136,7 +144,8 @@ def _prepare(job: Job) -> tuple[Prepared, bool]:
     if prepared is not None:
         return prepared, False
     run = RunState(seed=job.seed, env=Environment(), batch_class=job.batch_class, config=job.config)
-    prepared = _prepared[job.token] = Prepared.of(job, run)
+    recorder = None if job.profile is None else Recorder()  # this process's own
+    prepared = _prepared[job.token] = Prepared.of(job, run, recorder)
     while len(_prepared) > 4:
         _prepared.popitem(last=False)[1].run.close()
     return prepared, True
@@ -154,7 +163,7 @@ def work(job: Job, task: Task, local: Prepared | None = None) -> tuple[Any, int,
     first = False
     if local is None:
         local, first = _prepare(job)
-    ctx = BatchContext(local.run, task.epoch, task.iteration)
+    ctx = BatchContext(local.run, task.epoch, task.iteration, task.batch_in_epoch)
     mark = rng.global_mark() if first else None
     try:
         batch = job.dataset._batch_at(task.positions, ctx)
@@ -164,6 +173,15 @@ def work(job: Job, task: Task, local: Prepared | None = None) -> tuple[Any, int,
     except SkipBatch:
         result = (None, -1)
     return (*result, mark is not None and rng.global_moved(mark))
+
+
+def work_timed(job: Job, task: Task) -> tuple[Any, int, bool, dict[tuple[int, ...], list[float]]]:
+    """:func:`work` for a profiled run in a worker process or on Dask: its result and
+    the durations of the steps this worker timed since its last batch (the driver adds
+    them to the run's profile)."""
+    out = work(job, task)
+    recorder = _prepared[job.token].recorder
+    return (*out, recorder.drain() if recorder is not None else {})
 
 
 class Session:
@@ -177,6 +195,12 @@ class Session:
     """
 
     window = 1
+    # True: the run has nothing to hand a worker and makes its batches on the driver, as
+    # a sequential run does (the iterator then runs it as one)
+    inline = False
+    # where the pure steps run, as a profile names it; None: somewhere that does not
+    # report their timings (a profile says "not measured")
+    where: str | None = None
 
     def submit(self, task: Task) -> Any:
         raise NotImplementedError
@@ -215,6 +239,11 @@ class Executor:
     window = 1
 
     def open(self, job: Job, run: RunState) -> Session:
+        """Start the :class:`Session` that computes ``job``'s batches for one run.
+
+        A run calls this itself; a subclass implements it. The executor keeps nothing
+        of the run, so one executor serves any number of runs at once.
+        """
         raise NotImplementedError
 
 
@@ -264,7 +293,11 @@ class ThreadExecutor(_ByConfig, Executor):
         self.window = window or workers
 
     def open(self, job: Job, run: RunState) -> Session:
-        prepared = Prepared.of(job, run)
+        """Start this run's worker threads (a run calls it; see :meth:`Executor.open`).
+
+        A run with no pure step to hand a worker, over small rows, runs on the driver.
+        """
+        prepared = Prepared.of(job, run, job.profile)
         if prepared.prefix == 0 and _row_bytes(job.dataset) * (run.batch_size or 1) < INLINE_BYTES:
             return _DriverSession(job.dataset)
         return _ThreadSession(job, prepared, self.workers, self.window)
@@ -296,6 +329,8 @@ class _DriverSession(Session):
     a step first reads it)."""
 
     window = 0
+    inline = True
+    where = "driver"
 
     def __init__(self, dataset: Any) -> None:
         self._dataset = dataset
@@ -379,6 +414,8 @@ class _ThreadSession(Session):
     the timing.
     """
 
+    where = "threads"
+
     def __init__(self, job: Job, prepared: Prepared, workers: int, window: int) -> None:
         self.window = window
         self.workers = workers
@@ -448,6 +485,14 @@ def _process_work(task: Task) -> tuple[Any, int, bool]:
     assert _process_job is not None
     try:
         return work(_process_job, task)
+    except Exception as exc:
+        raise _WorkerError.of(exc) from None
+
+
+def _process_work_timed(task: Task) -> tuple[Any, ...]:
+    assert _process_job is not None
+    try:
+        return work_timed(_process_job, task)
     except Exception as exc:
         raise _WorkerError.of(exc) from None
 
@@ -541,7 +586,9 @@ class ProcessExecutor(_ByConfig, Executor):
         self.max_restarts = max_restarts
 
     def open(self, job: Job, run: RunState) -> Session:
-        return _ProcessSession(self, check_picklable(job.for_workers()))
+        """Start this run's worker processes, after checking that the job pickles
+        (a run calls it; see :meth:`Executor.open`)."""
+        return _ProcessSession(self, check_picklable(job.for_workers()), job.profile is not None)
 
     def _config(self) -> tuple[Any, ...]:
         return (self.workers, self.window, self.start_method, self.max_restarts)
@@ -556,10 +603,14 @@ class ProcessExecutor(_ByConfig, Executor):
 class _ProcessSession(Session):
     """A run's process pool, started again (up to ``max_restarts`` times) when it breaks."""
 
-    def __init__(self, executor: ProcessExecutor, payload: bytes) -> None:
+    where = "processes"
+
+    def __init__(self, executor: ProcessExecutor, payload: bytes, timed: bool = False) -> None:
         self.window = executor.window
         self.executor = executor
         self._payload = payload
+        # a profiled run's workers send each batch's step timings back with it
+        self.work = _process_work_timed if timed else _process_work
         self._mutex = threading.Lock()
         self.generation = 0  # how many pools this run has started, minus one
         self._closed = False
@@ -625,7 +676,7 @@ class _ProcessTask:
 
         self.generation = self.session.generation
         try:
-            self.future = self.session.pool.submit(_process_work, self.task)
+            self.future = self.session.pool.submit(self.session.work, self.task)
         except BrokenProcessPool as exc:
             # a worker died before this batch was even sent: result() restarts the pool
             failed: Future[Any] = Future()
@@ -666,9 +717,12 @@ class DaskExecutor(_ByConfig, Executor):
         self.retries = retries
 
     def open(self, job: Job, run: RunState) -> Session:
+        """Scatter the job to the cluster's workers once, for this run's tasks (a run
+        calls it; see :meth:`Executor.open`)."""
         job = job.for_workers()
         check_picklable(job)
-        return _DaskSession(self, self.client.scatter(job, broadcast=True, hash=False))
+        scattered = self.client.scatter(job, broadcast=True, hash=False)
+        return _DaskSession(self, scattered, job.profile is not None)
 
     def _config(self) -> tuple[Any, ...]:
         return (id(self.client), self.window, self.retries)
@@ -680,14 +734,17 @@ class DaskExecutor(_ByConfig, Executor):
 class _DaskSession(Session):
     """A run's job, scattered to the cluster's workers and released at the end."""
 
-    def __init__(self, executor: DaskExecutor, job: Any) -> None:
+    where = "dask"
+
+    def __init__(self, executor: DaskExecutor, job: Any, timed: bool = False) -> None:
         self.window = executor.window
         self._executor = executor
         self._job = job
+        self._work = work_timed if timed else work  # timed: a profiled run's
 
     def submit(self, task: Task) -> Any:
         ex = self._executor
-        return ex.client.submit(work, self._job, task, pure=False, retries=ex.retries)
+        return ex.client.submit(self._work, self._job, task, pure=False, retries=ex.retries)
 
     def close(self, wait: bool = True) -> None:
         job, self._job = self._job, None

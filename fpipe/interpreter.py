@@ -34,6 +34,8 @@ from .batch import Batch, SkipBatch
 from .dataset import Dataset
 from .env import Environment
 from .errors import ActionError, ModelError, PipelineDefinitionError
+from .expressions import Expr
+from .resolve import bind_call, config_count, config_probability, update_value
 from .runstate import BatchContext, RunState
 from .steps import (
     ActionStep,
@@ -45,6 +47,7 @@ from .steps import (
     Maybe,
     Merge,
     Rebatch,
+    Repeat,
     Step,
     UpdateVariable,
     action_definition,
@@ -88,6 +91,10 @@ class CompiledStep:
     def label(self) -> str:
         label = self._label
         return label if isinstance(label, str) else label.label
+
+    def with_fn(self, fn: BatchFn) -> CompiledStep:
+        """This step calling ``fn`` instead (a profiled run times each call)."""
+        return CompiledStep(fn, self.path, self._label, self.effectful)
 
     def __repr__(self) -> str:
         kind = "effectful" if self.effectful else "pure"
@@ -157,30 +164,48 @@ def _declarations(steps: Sequence[Step]) -> Iterator[Step]:
     for s in steps:
         if not s.per_batch:
             yield s
-        elif isinstance(s, Maybe):
+        elif isinstance(s, (Maybe, Repeat)):
             yield from _declarations(s.steps)
 
 
+# What a profiled run does to each compiled step, nested ones included (see fpipe.profile)
+Wrap = Callable[[CompiledStep], CompiledStep]
+
+
 def compile_step(
-    step: Step, batch_class: type, path: tuple[int, ...], extra: _Fetch | None = None
+    step: Step,
+    batch_class: type,
+    path: tuple[int, ...],
+    extra: _Fetch | None = None,
+    wrap: Wrap | None = None,
 ) -> CompiledStep:
-    """Compile one per-batch step (``extra``: the joined batches an action receives)."""
+    """Compile one per-batch step (``extra``: the joined batches an action receives;
+    ``wrap``: applied to it and to each step nested in it)."""
     match step:
-        case ActionStep(name=name, args=args, kwargs=kwargs):
+        case ActionStep(name=name, args=args, kwargs=kwargs, save_to=to):
             d = action_definition(batch_class, name)
-            fn = _call(d.fn, args, kwargs, d.model, d.use_lock, extra)
-            effectful = d.effectful
-        case ApplyStep(fn=f, args=args, kwargs=kwargs) if isinstance(f, ActionDefinition):
-            fn = _call(f.fn, args, kwargs, f.model, f.use_lock, extra)
-            effectful = f.effectful
-        case ApplyStep(fn=f, args=args, kwargs=kwargs):
-            fn = _call(f, args, kwargs, None, None, extra)
-            effectful = mentions_env(f)
+            # named expressions: a call that resolves them (unchanged if there are none)
+            f, args, kwargs, reads = bind_call(d.fn, args, kwargs, to, batch_class, (path, step))
+            fn = _call(f, args, kwargs, d.model, d.use_lock, extra)
+            effectful = d.effectful or reads
+        case ApplyStep(fn=f, args=args, kwargs=kwargs, save_to=to) if isinstance(
+            f, ActionDefinition
+        ):
+            g, args, kwargs, reads = bind_call(f.fn, args, kwargs, to, batch_class, (path, step))
+            fn = _call(g, args, kwargs, f.model, f.use_lock, extra)
+            effectful = f.effectful or reads
+        case ApplyStep(fn=f, args=args, kwargs=kwargs, save_to=to):
+            g, args, kwargs, reads = bind_call(f, args, kwargs, to, batch_class, (path, step))
+            fn = _call(g, args, kwargs, None, None, extra)
+            effectful = mentions_env(f) or reads
         case UpdateVariable(name=name, value=value, mode=mode):
+            value = update_value(value, batch_class, (path, step))
             fn, effectful = _update(name, value, mode), True
         case Maybe(steps=steps, prob=prob):
-            inner = compile_steps(steps, batch_class, path)
+            inner = compile_steps(steps, batch_class, path, wrap=wrap)
             fn, effectful = _maybe(inner, prob, path), any(s.effectful for s in inner)
+        case Repeat(steps=steps, times=times):
+            fn, effectful = _repeat(steps, times, batch_class, path, wrap)
         case Merge(sources=sources, merge_fn=merge_fn):
             fn, effectful = _merge(sources, merge_fn, path), True
         case Rebatch():
@@ -191,11 +216,16 @@ def compile_step(
             raise TypeError(f"{type(step).__name__} is not a per-batch step")
     if extra is not None:
         effectful = effectful or extra.effectful
-    return CompiledStep(fn, path, step, effectful)
+    compiled = CompiledStep(fn, path, step, effectful)
+    return compiled if wrap is None else wrap(compiled)
 
 
 def compile_steps(
-    steps: Sequence[Step], batch_class: type, base: tuple[int, ...] = (), first: int = 0
+    steps: Sequence[Step],
+    batch_class: type,
+    base: tuple[int, ...] = (),
+    first: int = 0,
+    wrap: Wrap | None = None,
 ) -> tuple[CompiledStep, ...]:
     """Compile per-batch ``steps`` (no rebatch) for ``batch_class``.
 
@@ -220,7 +250,7 @@ def compile_steps(
             )
         fetch = _Fetch(tuple(join), (*base, i), tuple(sites)) if join is not None else None
         join, sites = None, []
-        out.append(compile_step(step, batch_class, (*base, i), fetch))
+        out.append(compile_step(step, batch_class, (*base, i), fetch, wrap))
     if join is not None:
         raise PipelineDefinitionError(
             "join(...) is the last step: follow it with the action that receives the joined "
@@ -229,22 +259,25 @@ def compile_steps(
     return tuple(out)
 
 
-def compile_program(steps: Sequence[Step], batch_class: type) -> Program:
-    """Compile a whole pipeline: declarations, then stages split at each rebatch."""
+def compile_program(steps: Sequence[Step], batch_class: type, wrap: Wrap | None = None) -> Program:
+    """Compile a whole pipeline: declarations, then stages split at each rebatch
+    (``wrap``: applied to each compiled step; a profiled run times them so)."""
     stages: list[tuple[CompiledStep, ...]] = []
     rebatches: list[Rebatch] = []
     start = 0
     for i, step in enumerate(steps):
         if isinstance(step, Rebatch):
-            stages.append(_stage(steps, start, i, batch_class))
+            stages.append(_stage(steps, start, i, batch_class, wrap))
             rebatches.append(step)
             start = i + 1
-    stages.append(_stage(steps, start, len(steps), batch_class))
+    stages.append(_stage(steps, start, len(steps), batch_class, wrap))
     return Program(tuple(_declarations(steps)), tuple(stages), tuple(rebatches))
 
 
-def _stage(steps: Sequence[Step], lo: int, hi: int, batch_class: type) -> tuple[CompiledStep, ...]:
-    return compile_steps(steps[lo:hi], batch_class, first=lo)
+def _stage(
+    steps: Sequence[Step], lo: int, hi: int, batch_class: type, wrap: Wrap | None = None
+) -> tuple[CompiledStep, ...]:
+    return compile_steps(steps[lo:hi], batch_class, first=lo, wrap=wrap)
 
 
 # -- what each kind of step does to a batch --------------------------------------------------
@@ -267,6 +300,17 @@ def _call(
     kw = dict(kwargs)
     if model is None and lock is None and extra is None:
         return lambda b: fn(b, *args, **kw)
+    if extra is None and model is not None:  # a model step (the training loop's hot path)
+
+        def call_model(b: Batch) -> Batch:
+            run = b._ctx.run  # type: ignore[union-attr]
+            net = run.get_model(model, b)
+            if lock is None:
+                return fn(b, net, *args, **kw)
+            with run.lock(lock):
+                return fn(b, net, *args, **kw)
+
+        return call_model
 
     def call(b: Batch) -> Batch:
         ctx: BatchContext = b._ctx  # type: ignore[assignment]
@@ -292,7 +336,10 @@ def _update(name: str, value: Any, mode: str) -> BatchFn:
     return update
 
 
-def _maybe(inner: tuple[CompiledStep, ...], prob: float, path: tuple[int, ...]) -> BatchFn:
+def _maybe(inner: tuple[CompiledStep, ...], prob: Any, path: tuple[int, ...]) -> BatchFn:
+    if isinstance(prob, Expr):  # `p @ C("aug_prob")`: the config says, checked per batch
+        return _maybe_config(inner, config_probability(prob, (path, "@")), path)
+
     def maybe(b: Batch) -> Batch:
         ctx = b._ctx
         if ctx is None or ctx.coin(path) >= prob:
@@ -304,6 +351,56 @@ def _maybe(inner: tuple[CompiledStep, ...], prob: float, path: tuple[int, ...]) 
             ctx.step = outer
 
     return maybe
+
+
+def _maybe_config(
+    inner: tuple[CompiledStep, ...], prob: Callable[[BatchContext], float], path: tuple[int, ...]
+) -> BatchFn:
+    def maybe(b: Batch) -> Batch:
+        ctx: BatchContext = b._ctx  # type: ignore[assignment]
+        if ctx.coin(path) >= prob(ctx):
+            return b
+        outer = ctx.step
+        try:
+            return run_compiled(inner, b, ctx)
+        finally:
+            ctx.step = outer
+
+    return maybe
+
+
+def _repeat(
+    steps: tuple[Step, ...],
+    times: Any,
+    batch_class: type,
+    path: tuple[int, ...],
+    wrap: Wrap | None,
+) -> tuple[BatchFn, bool]:
+    """``p * C("n")``: ``p``'s steps n times over, n read from the config per batch.
+
+    Repetition ``r`` runs its steps at paths ``(*path, r, j)`` (their own random
+    streams); the steps of each count the config gives are compiled once, when first met.
+    """
+    count = config_count(times, (path, "*"))
+    first = compile_steps(steps, batch_class, (*path, 0), wrap=wrap)
+    made: dict[int, tuple[CompiledStep, ...]] = {0: (), 1: first}
+
+    def repeat(b: Batch) -> Batch:
+        ctx: BatchContext = b._ctx  # type: ignore[assignment]
+        n = count(ctx)
+        inner = made.get(n)
+        if inner is None:
+            more = (compile_steps(steps, batch_class, (*path, r), wrap=wrap) for r in range(1, n))
+            inner = made[n] = first + tuple(s for again in more for s in again)
+        if not inner:
+            return b
+        outer = ctx.step
+        try:
+            return run_compiled(inner, b, ctx)
+        finally:
+            ctx.step = outer
+
+    return repeat, any(s.effectful for s in first)
 
 
 def _merge(sources: tuple[Any, ...], merge_fn: Any, path: tuple[int, ...]) -> BatchFn:
@@ -394,7 +491,7 @@ def _joined(source: Pipeline, batch: Batch, key: tuple[int, ...]) -> Batch:
         ctx.run.on_close(run.close)
         sub = ctx.run.resources[("join", key)] = (program.stages[0], run, dataset)
     steps, run, dataset = sub
-    sub_ctx = BatchContext(run, ctx.epoch, ctx.iteration)
+    sub_ctx = BatchContext(run, ctx.epoch, ctx.iteration, ctx.batch_in_epoch)
     return run_compiled(steps, dataset.create_batch(batch.indices)._with_ctx(sub_ctx), sub_ctx)
 
 

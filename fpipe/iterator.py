@@ -20,15 +20,18 @@ from __future__ import annotations
 import warnings
 from collections.abc import Generator, Iterator, Mapping
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import rng
 from .batch import Batch, SkipBatch
 from .env import Environment
-from .errors import FpipeError, GlobalRandomWarning
+from .errors import FpipeError, GlobalRandomWarning, PipelineDefinitionError, did_you_mean
 from .executors import Job, Task, resolve_executor
 from .interpreter import compile_program, run_compiled
 from .plan import BatchPlan
+from .plot import History
+from .profile import Profile, Profiler
+from .progress import SKIPPED, Bar, Progress, Watch
 from .resume import Position, RebatchStage, ResumePoint, merge_stages, resume_point, run_identity
 from .runstate import BatchContext, RunState
 from .state import IterState
@@ -37,11 +40,34 @@ if TYPE_CHECKING:
     from .dataset import Dataset
     from .pipeline import Pipeline
 
-__all__ = ["PipelineIterator"]
+__all__ = ["IterPosition", "PipelineIterator"]
+
+
+class IterPosition(NamedTuple):
+    """How far a run is: after its last batch so far, ``iteration`` batches of the plan
+    were made in all, ``batch_in_epoch`` of them in epoch ``epoch`` (0-based). Batches an
+    action skipped count; after a ``rebatch``, these are the batches of the plan (the
+    rebatched ones may lag behind)."""
+
+    epoch: int
+    batch_in_epoch: int
+    iteration: int
 
 
 class PipelineIterator:
-    """Iterates over the output batches of one run; see :meth:`Pipeline.iterate`."""
+    """Iterates over the output batches of one run; see :meth:`Pipeline.iterate`.
+
+    ``len(iterator)`` is the number of batches in the run's plan, from its start;
+    ``iterator.position`` how far it is (:class:`IterPosition`).
+
+    >>> from fpipe import Dataset
+    >>> it = Dataset(10).p.iterate(4, n_epochs=2)
+    >>> len(it), it.position
+    (6, IterPosition(epoch=0, batch_in_epoch=0, iteration=0))
+    >>> _ = next(it), next(it), next(it), next(it)
+    >>> it.position
+    IterPosition(epoch=1, batch_in_epoch=1, iteration=4)
+    """
 
     def __init__(
         self,
@@ -53,6 +79,9 @@ class PipelineIterator:
         state: IterState | Mapping[str, Any] | None = None,
         restore: Environment | None = None,
         seed_given: bool = False,
+        bar: Bar | None = None,
+        profile: bool = False,
+        epochs: bool = False,
     ) -> None:
         dataset = pipeline.dataset
         if dataset is None:
@@ -61,7 +90,17 @@ class PipelineIterator:
                 "or `dataset.p...`"
             )
         self._pipeline = pipeline
-        self._program = compile_program(pipeline.steps, dataset.batch_class)
+        pipeline.check()  # every problem at once, before any batch (see fpipe.check)
+        # a profiled run times every step; the others compile without timing (no cost)
+        self._profiler = Profiler() if profile else None
+        wrap = self._profiler.driver.wrap if self._profiler is not None else None
+        self._program = compile_program(pipeline.steps, dataset.batch_class, wrap)
+        if epochs and self._program.rebatches:
+            raise PipelineDefinitionError(
+                "epochs(): the batches after a rebatch span epochs, so the pipeline has no "
+                "result at an epoch's end. Iterate with iterate(...) and read "
+                "iterator.position, or run one epoch at a time: run(..., n_epochs=1)."
+            )
         point: ResumePoint | None = None
         if state is not None:
             plan, point = resume_point(state, pipeline, plan, seed_given=seed_given)
@@ -100,6 +139,43 @@ class PipelineIterator:
         # freed at once, and the generator's cleanup stops the workers (no cycle to wait
         # for the garbage collector).
         self._gen: Generator[Batch, None, None] = self._engine.generate()
+        self._watch: Watch | None = None
+        if bar is not None or profile or epochs:  # else no bar or clock code in the loop
+            self._watch = self._watch_run(bar, epochs)
+            self._gen = self._watch.stream(self._gen)
+
+    def _watch_run(self, bar: Bar | None, epochs: bool) -> Watch:
+        """The watch of a run with a bar, a profile or epoch results (see fpipe.progress)."""
+        engine = self._engine
+        run = engine.run
+        engine.profiler = self._profiler
+        engine.marks = not self._program.rebatches  # skipped batches are seen: epoch ends
+
+        def variables() -> Mapping[str, Any]:
+            # the environment as it is, not `run.env`, which hands the run's growing lists
+            # over to the caller (the next append would copy the whole list)
+            return run._env.variables
+
+        progress = None
+        if bar is not None:
+            known = sorted(run._env.variables)
+            for name in bar.variables:
+                if name not in run._env.variables:
+                    raise FpipeError(
+                        f"bar: the pipeline has no variable {name!r} to show (its variables: "
+                        f"{known}).{did_you_mean(name, known)} Declare it with "
+                        f".init_variable({name!r}, []) or show another one."
+                    )
+            progress = Progress(bar, engine.plan, lambda n: variables().get(n), per_epoch=epochs)
+        return Watch(
+            lambda: engine.at,
+            engine.plan,
+            variables,
+            progress,
+            self._profiler,
+            marks=engine.marks,
+            events=epochs,
+        )
 
     # -- the iterator protocol ------------------------------------------------------------
     def __iter__(self) -> PipelineIterator:
@@ -107,6 +183,43 @@ class PipelineIterator:
 
     def __next__(self) -> Batch:
         return next(self._gen)
+
+    def __len__(self) -> int:
+        """The number of batches in the run's plan, from its start (a resumed run has
+        made ``position.iteration`` of them before); a batch an action skips counts."""
+        if self._program.rebatches:
+            raise TypeError(
+                "len() of this iteration is unknown: its pipeline rebatches, so how many "
+                "batches come out depends on the items each batch holds. Count them as they "
+                "come, or read iterator.position for how many batches of the plan "
+                f"({self.plan.total_batches}) were made so far"
+            )
+        total = self.plan.total_batches
+        if total is None:
+            raise TypeError(
+                "len() of this iteration is unknown: it never ends (n_epochs=None without "
+                "n_iters). Give n_iters (the batches to make) or n_epochs, or read "
+                "iterator.position to see how far it is"
+            )
+        return total
+
+    def __bool__(self) -> bool:
+        return True  # an iterator is not empty-or-not, whatever its length
+
+    @property
+    def position(self) -> IterPosition:
+        """How far the run is: :class:`IterPosition` after its last batch so far."""
+        return IterPosition(*self._engine.at)
+
+    @property
+    def profile(self) -> Profile:
+        """Where this run's time went so far (:class:`~fpipe.profile.Profile`)."""
+        if self._profiler is None:
+            raise FpipeError(
+                "this run is not profiled: iterate with iterate(..., profile=True) or "
+                "gen_batch(..., profile=True), or run with run(..., profile=True)"
+            )
+        return self._profiler.profile()
 
     def close(self) -> None:
         """Stop the run: workers are stopped and joined, nothing is left behind."""
@@ -122,6 +235,7 @@ class PipelineIterator:
     # -- what the run has produced --------------------------------------------------------
     @property
     def seed(self) -> int:
+        """The run's seed: every random draw of the run derives from it."""
         return self._engine.plan.seed
 
     @property
@@ -155,8 +269,19 @@ class PipelineIterator:
         return engine.state()
 
     def result(self) -> Pipeline:
-        """The pipeline, holding this run's environment (what ``run()`` returns)."""
-        return self._pipeline._with_env(self._engine.run.env)
+        """The pipeline, holding this run's environment (what ``run()`` returns).
+
+        It also carries the run's records, which are not part of its value: its
+        ``profile`` (a profiled run) and the history its ``plot()`` reads.
+        """
+        engine = self._engine
+        watch = self._watch
+        ends = None
+        if watch is not None and watch.epoch_ends is not None and engine.start.iteration == 0:
+            ends = tuple(watch.epoch_ends)
+        history = History(engine.plan.batches_per_epoch, engine.at[2], ends)
+        profile = self._profiler.profile() if self._profiler is not None else None
+        return self._pipeline._with_run(engine.run.env, profile, history)
 
 
 class _Engine:
@@ -194,6 +319,8 @@ class _Engine:
         self.merges = merges  # the resumed state of each merge stream, by path
         self.merge_stage = merge_stages(pipeline.steps)
         self.identity: tuple[dict[str, Any], str] | None = None
+        self.profiler: Profiler | None = None  # a profiled run's (see fpipe.profile)
+        self.marks = False  # yield SKIPPED for a skipped batch (a watched run)
         self.stages = [
             RebatchStage(
                 k,
@@ -315,12 +442,28 @@ class _Engine:
         steps = self.program.stages[0]
         run, dataset = self.run, self.dataset
         source = self.plan.coordinates(self.start)
-        executor = self.executor
-        if executor is None:
+        session = None
+        profiler, marks = self.profiler, self.marks
+        if self.executor is not None:
+            job = Job(
+                self.pipeline.steps,
+                dataset.batch_class,
+                dataset,
+                self.plan.seed,
+                run.config,
+                profile=profiler.workers if profiler is not None else None,
+            )
+            session = self.executor.open(job, run)  # this run's workers: executors are shared
+            if session.inline:  # nothing for a worker to do: run as a sequential run does
+                session.close()
+                session = None
+        if session is None:
             batch_at = dataset._batch_at
             run_first: Any = self._watched  # the first batch runs step by step
             for epoch, in_epoch, after, positions in source:
-                ctx = BatchContext(self.run_for(after <= self.present), epoch, after - 1)
+                ctx = BatchContext(
+                    self.run_for(after <= self.present), epoch, after - 1, in_epoch - 1
+                )
                 try:
                     out = run_first(steps, batch_at(positions, ctx), ctx)
                     run_first = run_compiled
@@ -329,25 +472,29 @@ class _Engine:
                 self.at = (epoch, in_epoch, after)
                 if out is not None:
                     yield out
+                elif marks:  # a watched run sees every batch of the plan
+                    yield SKIPPED
             return
-        job = Job(
-            self.pipeline.steps, dataset.batch_class, dataset, self.plan.seed, self.run.config
-        )
-        session = executor.open(job, run)  # this run's workers: the executor is shared
         # An error after this stage (a rebatch, a driver step) leaves this generator
         # suspended, kept by the traceback: the run's end stops the workers all the same.
         run.on_close(lambda: session.close(wait=False))
         # the session yields each batch's coordinates and its result from the workers
         results = session.stream(
-            ((epoch, in_epoch, after), Task(epoch, after - 1, positions))
+            ((epoch, in_epoch, after), Task(epoch, after - 1, positions, in_epoch - 1))
             for epoch, in_epoch, after, positions in source
         )
+        if profiler is not None:  # the workers run the pure prefix: their timings
+            prefix = frozenset(s.path[0] for s in steps[: self.program.pure_prefix])
+            profiler.opened(session.where, prefix)
+            results = profiler.collect(results)
         wait = False  # an error reaches the caller at once, whatever batch still runs
         try:
             for at, (batch, position, drew_globally) in results:
                 out = self._finish(at, batch, position, drew_globally)
                 if out is not None:
                     yield out
+                elif marks:
+                    yield SKIPPED
             wait = True
         except GeneratorExit:
             wait = True  # the consumer stopped: the workers are gone when it goes on
@@ -366,7 +513,7 @@ class _Engine:
             self._warn_global_rng()
         if batch is None:
             return None
-        ctx = BatchContext(self.run_for(at[2] <= self.present), at[0], at[2] - 1)
+        ctx = BatchContext(self.run_for(at[2] <= self.present), at[0], at[2] - 1, at[1] - 1)
         try:
             return run_compiled(self.program.stages[0], batch._with_ctx(ctx), ctx, position)
         except SkipBatch:

@@ -39,13 +39,17 @@ from pyrsistent import pmap
 from .algebra import PipelineValue
 from .batch import Batch
 from .dataset import Dataset
+from .env import Environment
 from .errors import FpipeError, did_you_mean
 from .executors import Executor
 from .iterator import PipelineIterator
 from .plan import BatchPlan, IterState
+from .progress import EpochEnd, as_bar
 
 if TYPE_CHECKING:
     from .checkpoint import Checkpoint
+    from .plot import History
+    from .profile import Profile
 
 __all__ = ["RUN_DEFAULTS", "Pipeline"]
 
@@ -205,7 +209,10 @@ class Pipeline(PipelineValue):
     (True, True)
     """
 
-    __slots__ = ()
+    # The records of the run that returned this pipeline (its profile, its history for
+    # plot()): never part of the value. ==, hash and pickling ignore them, and a
+    # pipeline derived from this one (every method) has none.
+    __slots__ = ("_history", "_profile")
 
     # -- run arguments --------------------------------------------------------------------
     def _run_args(
@@ -266,8 +273,20 @@ class Pipeline(PipelineValue):
             prefetch=params["prefetch"],
             executor=params["executor"],
             seed_given=seed_given,
+            bar=params.get("bar"),  # set by _watch_args, for the runs that ask
+            profile=params.get("profile", False),
             **extra,
         )
+
+    def _with_run(
+        self, env: Environment, profile: Profile | None, history: History | None
+    ) -> Pipeline:
+        """This pipeline holding ``env``, the final environment of a run of it, and the
+        run's records (not part of the value: see ``__slots__``)."""
+        out = self._with_env(env)
+        object.__setattr__(out, "_profile", profile)
+        object.__setattr__(out, "_history", history)
+        return out
 
     def _require_dataset(self, what: str) -> Dataset:
         if self._dataset is None:
@@ -291,16 +310,23 @@ class Pipeline(PipelineValue):
         seed: Any = _NONE,
         executor: Any = _NONE,
         state: IterState | Mapping[str, Any] | None = None,
+        bar: Any = None,
+        profile: bool = False,
     ) -> PipelineIterator:
         """An iterator over this pipeline's output batches; it can report a resumable state.
 
         ``shuffle``: False, True or an int seed; ``n_epochs=None`` (with ``n_iters``)
         runs until ``n_iters`` batches; ``prefetch``: batches computed ahead by the
         pure steps; ``seed``: the run's seed; ``executor``: ``"threads"``,
-        ``"processes"``, a ``distributed.Client`` or an Executor; ``state``: resume.
+        ``"processes"``, a ``distributed.Client`` or an Executor; ``state``: resume;
+        ``bar``: a progress bar (True, variable names to show, or a
+        :class:`~fpipe.progress.Bar`); ``profile``: time every step (read
+        ``iterator.profile``). ``len(iterator)`` is the plan's number of batches and
+        ``iterator.position`` how far it is.
         """
         args = (batch_size, shuffle, n_epochs, n_iters, drop_last, prefetch)
         params = self._run_args(args, {"seed": seed, "executor": executor}, "iterate")
+        params.update(_watch_args(bar, profile, "iterate"))
         return self._iterator(params, state=state)
 
     @_run_method
@@ -315,10 +341,13 @@ class Pipeline(PipelineValue):
         *,
         seed: Any = _NONE,
         executor: Any = _NONE,
+        bar: Any = None,
+        profile: bool = False,
     ) -> Iterator[Batch]:
         """Iterate over output batches (the arguments of :meth:`iterate`)."""
         args = (batch_size, shuffle, n_epochs, n_iters, drop_last, prefetch)
         params = self._run_args(args, {"seed": seed, "executor": executor}, "gen_batch")
+        params.update(_watch_args(bar, profile, "gen_batch"))
         return self._iterator(params)
 
     @_run_method
@@ -376,6 +405,8 @@ class Pipeline(PipelineValue):
         executor: Any = _NONE,
         lazy: bool = False,
         checkpoint: Checkpoint | None = None,
+        bar: Any = None,
+        profile: bool = False,
     ) -> Pipeline:
         """Run through all batches and return a new pipeline holding the run's results.
 
@@ -387,16 +418,30 @@ class Pipeline(PipelineValue):
         save. The result compares by its final environment too: it runs differently from
         its definition (variables declared with ``init_on_each_run=False`` continue from
         the result's values).
+
+        ``bar=True`` shows a progress bar (``bar=["loss"]`` also shows the variable
+        ``loss``; see :mod:`fpipe.progress`); ``profile=True`` times every step, read as
+        ``result.profile`` (see :mod:`fpipe.profile`). Neither changes what the run does,
+        so neither is stored by ``lazy=True``, and the profile is not part of the
+        result's value: ``==``, hash and pickling ignore it. ``result.plot("loss")`` draws
+        a variable over the run's batches or epochs (see :mod:`fpipe.plot`).
         """
         args = (batch_size, shuffle, n_epochs, n_iters, drop_last, prefetch)
         kwargs = {"seed": seed, "executor": executor}
         if not isinstance(lazy, (bool, np.bool_)):
             raise TypeError(f"run(lazy=...) takes True or False, got {lazy!r}")
+        watch = _watch_args(bar, profile, "run")
         if lazy:
             if checkpoint is not None:
                 raise TypeError(
                     "run(..., lazy=True) only stores the run arguments, so checkpoint= would "
                     "be lost: pass checkpoint= to the later run()"
+                )
+            if watch:
+                raise TypeError(
+                    f"run(..., lazy=True) stores only the arguments that change what a run "
+                    f"does, not how it is watched: pass {' and '.join(f'{k}=' for k in watch)} "
+                    "to the later run()"
                 )
             self._run_args(args, kwargs)  # validate the names and values now
             given = {
@@ -421,12 +466,95 @@ class Pipeline(PipelineValue):
                 "iterate(..., n_epochs=None) or gen_batch(..., n_epochs=None) and stop when "
                 "you want"
             )
+        params.update(watch)
         if checkpoint is None:
             with self._iterator(params) as it:
                 for _ in it:
                     pass
                 return it.result()
         return checkpoint.run(self, params)
+
+    @_run_method
+    def epochs(
+        self,
+        batch_size: int | None = None,
+        shuffle: Any = _FALSE,
+        n_epochs: int | None = _ONE,
+        n_iters: int | None = _NONE,
+        drop_last: bool = _FALSE,
+        prefetch: int = _ZERO,
+        *,
+        seed: Any = _NONE,
+        executor: Any = _NONE,
+        bar: Any = None,
+        profile: bool = False,
+    ) -> Iterator[tuple[int, Pipeline]]:
+        """Run epoch by epoch: yield ``(epoch, result)`` after each epoch of one run.
+
+        ``result`` is what ``run()`` returns, as the run stands at the end of epoch
+        ``epoch`` (0-based): its variables, models and, with ``profile=True``, its
+        profile so far. The run then goes on with the next epoch, so the batches are
+        those of one ``run()`` with the same arguments. Between epochs, evaluate, save or
+        stop: breaking out of the loop stops the run and its workers. ``bar=`` draws one
+        bar per epoch. With ``n_epochs=None`` and no ``n_iters`` it goes on until you stop.
+
+        >>> from fpipe import Dataset
+        >>> p = Dataset(6).p.init_variable("n", []).update_variable("n", lambda b: len(b), mode="a")
+        >>> for epoch, result in p.epochs(4, n_epochs=3, shuffle=True, seed=0):
+        ...     print(epoch, result.get_variable("n"))
+        0 [4, 2]
+        1 [4, 2, 4, 2]
+        2 [4, 2, 4, 2, 4, 2]
+        """
+        args = (batch_size, shuffle, n_epochs, n_iters, drop_last, prefetch)
+        params = self._run_args(args, {"seed": seed, "executor": executor}, "epochs")
+        params.update(_watch_args(bar, profile, "epochs"))
+        return _epoch_results(self._iterator(params, epochs=True))
+
+    # -- what a run recorded ----------------------------------------------------------------
+    @property
+    def profile(self) -> Profile:
+        """Where the time of the run that returned this pipeline went, step by step
+        (:class:`~fpipe.profile.Profile`): a record of that run, not part of the value.
+
+        >>> from fpipe import Dataset
+        >>> Dataset(4).p.apply(lambda b: b).run(2, profile=True).profile.step("0").calls
+        2
+        """
+        profile = getattr(self, "_profile", None)
+        if profile is None:
+            raise FpipeError(
+                "this pipeline has no profile: only the pipeline that run(..., "
+                "profile=True) (or epochs(..., profile=True)) returns has one. A profile is "
+                "a record of the run, not part of the pipeline's value, so a pipeline "
+                "derived from a result, copied or unpickled has none; "
+                "iterate(..., profile=True) gives iterator.profile."
+            )
+        return profile
+
+    def plot(
+        self, *names: str, per: str = "batch", smooth: float | None = None, ax: Any = None
+    ) -> Any:
+        """Draw variables of the run that returned this pipeline over its batches, or
+        per epoch (``per="epoch"``); return the matplotlib Figure (needs matplotlib, the
+        ``plot`` extra). See :func:`fpipe.plot.plot_variables` for ``smooth`` and ``ax``.
+
+        >>> from fpipe import Dataset
+        >>> p = Dataset(6).p.init_variable("n", []).update_variable("n", lambda b: len(b), mode="a")
+        >>> fig = p.run(4).plot("n")
+        >>> fig.axes[0].lines[0].get_ydata().tolist()
+        [4.0, 2.0]
+        """
+        from .plot import plot_variables
+
+        env = self.result_env
+        if env is None:
+            raise FpipeError(
+                "plot(): this pipeline holds no run's results; plot what a run returns, "
+                "e.g. `pipeline.run(32).plot('loss')`"
+            )
+        history = getattr(self, "_history", None)
+        return plot_variables(env.variables, names, history, per=per, smooth=smooth, ax=ax)
 
     @staticmethod
     def _next_of(owner: object, pipeline: Pipeline, params: dict[str, Any]) -> Batch:
@@ -444,6 +572,28 @@ class Pipeline(PipelineValue):
         from .tf import to_tf_dataset
 
         return to_tf_dataset(self, *args, output_signature=output_signature, **kwargs)
+
+
+def _watch_args(bar: Any, profile: Any, what: str) -> dict[str, Any]:
+    """``bar=`` and ``profile=``, checked: the run arguments of those asked for (a run
+    that asks for neither keeps its arguments as they were)."""
+    if not isinstance(profile, (bool, np.bool_)):
+        raise TypeError(f"{what}(profile=...) takes True or False, got {profile!r}")
+    watch: dict[str, Any] = {}
+    shown = as_bar(bar, what)
+    if shown is not None:
+        watch["bar"] = shown
+    if profile:
+        watch["profile"] = True
+    return watch
+
+
+def _epoch_results(it: PipelineIterator) -> Iterator[tuple[int, Pipeline]]:
+    """The results of a run watched for its epoch ends (see :meth:`Pipeline.epochs`)."""
+    with it:
+        for item in it:
+            if isinstance(item, EpochEnd):
+                yield item.epoch, it.result()
 
 
 class _Cursor:

@@ -76,6 +76,10 @@ class RunState:
         self._env = env
         self._mutex = threading.RLock()
         self._locks: dict[str, _RunLock] = {}
+        # Each model name resolves once per run (its descriptor never changes in a run:
+        # imported and static ones are given, a dynamic one is built once): every later
+        # batch finds it here without the mutex or the environment's tables.
+        self._resolved: dict[str, Any] = {}
         self._pool: ThreadPoolExecutor | None = None
         self._closers: list[Callable[[], Any]] = []
         self._closed = False
@@ -114,6 +118,15 @@ class RunState:
             self._declared(name, "set")
             self._env = self._env.set_variable(name, value)
 
+    def read_variable(self, name: str) -> Any:
+        """Variable ``name`` now, or a KeyError: what ``V(name)`` reads, without a lock
+        unless the run grows that list in place (then it is handed over: the next append
+        copies it, so the value read never changes)."""
+        if name in self._growing:
+            with self._mutex:
+                self._growing.pop(name, None)
+        return self._env.variables[name]
+
     def update_variable(self, name: str, value: Any, mode: str = "w") -> None:
         """Write, append to or extend a declared variable (see ``Environment``)."""
         mode = update_mode(mode)
@@ -134,6 +147,9 @@ class RunState:
                 own.extend(value)
 
     def get_model(self, name: str, batch: Any) -> Any:
+        found = self._resolved.get(name)
+        if found is not None:
+            return found
         # A dynamic model is built once even if asked for concurrently; its factory may
         # set variables of the run (the lock is reentrant), and they are kept.
         with self._mutex:
@@ -142,6 +158,8 @@ class RunState:
             )
             if built:
                 self._env = replace(self._env, dynamic=self._env.dynamic.set(name, descriptor))
+            if descriptor is not None:
+                self._resolved[name] = descriptor
             return descriptor
 
     def open_stream(self, source: Any, path: tuple[int, ...]) -> Iterator[Any]:
@@ -179,6 +197,9 @@ class RunState:
         return model_config(self.config, name, own)
 
     def lock(self, name: str) -> _RunLock:
+        found = self._locks.get(name)
+        if found is not None:
+            return found
         with self._mutex:
             lk = self._locks.get(name)
             if lk is None:
@@ -224,13 +245,27 @@ class RunState:
 class BatchContext:
     """What a batch knows of its run: ``batch.pipeline`` inside an effectful action."""
 
-    __slots__ = ("_rng", "_rng_step", "batch", "epoch", "iteration", "run", "step", "violation")
+    __slots__ = (
+        "_rng",
+        "_rng_step",
+        "batch",
+        "batch_in_epoch",
+        "epoch",
+        "iteration",
+        "run",
+        "step",
+        "violation",
+    )
 
-    def __init__(self, run: RunState, epoch: int, iteration: int) -> None:
+    def __init__(
+        self, run: RunState, epoch: int, iteration: int, batch_in_epoch: int | None = None
+    ) -> None:
         self.run = run
         self.violation: UndeclaredEffectError | None = None  # see PureView
         self.epoch = epoch
         self.iteration = iteration
+        # the batch's number in its epoch (``I("batch")``), where the iterator says it
+        self.batch_in_epoch = batch_in_epoch
         self.step: Any = None  # the CompiledStep now running
         self.batch: Any = None  # the input of the step now running (dynamic models see it)
         self._rng: np.random.Generator | None = None

@@ -27,6 +27,7 @@ from pyrsistent import pmap
 from .actions import ActionDefinition
 from .env import update_mode
 from .errors import PipelineDefinitionError, UnknownActionError, did_you_mean
+from .expressions import Expr
 from .models import ModelDefinition
 from .values import freeze, freeze_kwargs, thaw, value_hash, values_equal
 
@@ -40,6 +41,7 @@ __all__ = [
     "Maybe",
     "Merge",
     "Rebatch",
+    "Repeat",
     "Step",
     "UpdateVariable",
     "action_definition",
@@ -53,7 +55,10 @@ def _fmt_args(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
         r = repr(v)
         return r if len(r) <= 40 else r[:37] + "..."
 
-    return ", ".join([*map(short, args), *(f"{k}={short(v)}" for k, v in kwargs.items())])
+    # keywords by name: a persistent map has no order of its own (it would vary with the
+    # process's string hashes), and a label must read the same in every run
+    named = sorted(kwargs.items())
+    return ", ".join([*map(short, args), *(f"{k}={short(v)}" for k, v in named)])
 
 
 class Step:
@@ -107,23 +112,41 @@ def action_definition(batch_class: type, name: str) -> ActionDefinition:
 
 def _freeze_call(step: Any) -> None:
     object.__setattr__(step, "args", tuple(freeze(a) for a in step.args))
-    object.__setattr__(step, "kwargs", freeze_kwargs(step.kwargs))
+    kwargs = freeze_kwargs(step.kwargs)
+    if isinstance(kwargs.get("save_to"), Expr):  # where the result goes: a field of its own
+        if step.save_to is not None:
+            raise PipelineDefinitionError(
+                f"save_to= is given twice: {step.save_to!r} and {kwargs['save_to']!r}"
+            )
+        object.__setattr__(step, "save_to", kwargs["save_to"])
+        kwargs = kwargs.discard("save_to")
+    object.__setattr__(step, "kwargs", kwargs)
+
+
+def _call_text(step: Any) -> str:
+    kwargs = step.kwargs if step.save_to is None else {**step.kwargs, "save_to": step.save_to}
+    return _fmt_args(step.args, kwargs)
 
 
 @dataclass(frozen=True, eq=False, repr=False)
 class ActionStep(Step):
-    """Call the batch class's action ``name`` with the given arguments."""
+    """Call the batch class's action ``name`` with the given arguments.
+
+    ``save_to`` (an expression, given as ``save_to=`` among the keyword arguments) is
+    where what the action returns is stored: ``V("preds", mode="a")``, ``B("preds")``.
+    """
 
     name: str
     args: tuple[Any, ...] = ()
     kwargs: Mapping[str, Any] = field(default_factory=pmap)
+    save_to: Any = None
 
     def __post_init__(self) -> None:
         _freeze_call(self)
 
     @property
     def label(self) -> str:
-        return f"{self.name}({_fmt_args(self.args, self.kwargs)})"
+        return f"{self.name}({_call_text(self)})"
 
     def action_names(self) -> Iterator[str]:
         yield self.name
@@ -136,6 +159,7 @@ class ApplyStep(Step):
     fn: Callable[..., Any]
     args: tuple[Any, ...] = ()
     kwargs: Mapping[str, Any] = field(default_factory=pmap)
+    save_to: Any = None  # as ActionStep's
 
     def __post_init__(self) -> None:
         _freeze_call(self)
@@ -143,7 +167,7 @@ class ApplyStep(Step):
     @property
     def label(self) -> str:
         name = getattr(self.fn, "__name__", type(self.fn).__name__)
-        inner = _fmt_args(self.args, self.kwargs)
+        inner = _call_text(self)
         return f"apply({name}{', ' + inner if inner else ''})"
 
 
@@ -223,15 +247,34 @@ class UpdateVariable(Step):
 
 @dataclass(frozen=True, eq=False, repr=False)
 class Maybe(Step):
-    """Run ``steps`` on a batch with probability ``prob`` (``pipeline @ prob``)."""
+    """Run ``steps`` on a batch with probability ``prob`` (``pipeline @ prob``); ``prob``
+    may be a config expression (``pipeline @ C("aug_prob")``), read when the step runs."""
 
     steps: tuple[Step, ...]
-    prob: float
+    prob: Any  # a float, or an expression of the config
 
     @property
     def label(self) -> str:
         inner = " + ".join(s.label for s in self.steps) or "<empty>"
         return f"({inner}) @ {self.prob}"
+
+    def action_names(self) -> Iterator[str]:
+        for s in self.steps:
+            yield from s.action_names()
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class Repeat(Step):
+    """Run ``steps`` ``times`` times over, ``times`` a config expression read when the step
+    runs (``pipeline * C("repeats")``; a plain count repeats the steps themselves)."""
+
+    steps: tuple[Step, ...]
+    times: Any
+
+    @property
+    def label(self) -> str:
+        inner = " + ".join(s.label for s in self.steps) or "<empty>"
+        return f"({inner}) * {self.times!r}"
 
     def action_names(self) -> Iterator[str]:
         for s in self.steps:

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 __all__ = ["require_tf", "to_tf_dataset"]
 
-_INSTALL_HINT = 'TensorFlow is not installed; install fpipe\'s tf extra: pip install "fpipe[tf]"'
+_INSTALL_HINT = 'TensorFlow is not installed; install fpipe\'s tf extra: pip install "fpipe-ml[tf]"'
 # the path of the seeds of later passes over a tf.data.Dataset (see to_tf_dataset)
 _PURPOSE_TF_PASS = 0x7F
 # The generator path hands TensorFlow consecutive batches of one shape stacked, up to

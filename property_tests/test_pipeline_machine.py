@@ -17,7 +17,12 @@ from hypothesis.stateful import (
 )
 
 from fpipe import Batch, Dataset, Pipeline, action
-from fpipe.errors import ActionError, PipelineDefinitionError, UnknownVariableError
+from fpipe.errors import (
+    ActionError,
+    PipelineCheckError,
+    PipelineDefinitionError,
+    UnknownVariableError,
+)
 from fpipe.steps import ActionStep, InitVariable, Maybe, UpdateVariable
 
 
@@ -124,6 +129,18 @@ def reached_updates(ref):
             names.add(step[1])
         elif step[0] == "maybe" and step[1] == 1.0:
             names |= reached_updates(step[2])
+    return names
+
+
+def update_steps(ref):
+    """The variables the ``update_variable`` steps of ``ref`` name, wherever they are
+    (the check before a run reads them all, also under ``@ 0.0``)."""
+    names = set()
+    for step in ref:
+        if step[0] == "update_variable":
+            names.add(step[1])
+        elif step[0] == "maybe":
+            names |= update_steps(step[2])
     return names
 
 
@@ -295,8 +312,12 @@ class PipelineMachine(RuleBasedStateMachine):
             ds = e.dataset
         batch_size = min(batch_size, len(ds))
         variables = start_variables(e.ref, carry)
+        if update_steps(e.ref) - set(variables):  # refused before the run starts
+            with pytest.raises(PipelineCheckError, match="never declared"):
+                p.run(batch_size, prefetch=prefetch)
+            return self.keep(e)
         undeclared = reached_updates(e.ref) - set(variables)
-        if undeclared:  # writing to a variable never declared stops the run at once
+        if undeclared:  # an action writing to a variable never declared stops the run
             with pytest.raises(ActionError, match="never declared") as info:
                 p.run(batch_size, prefetch=prefetch)
             assert isinstance(info.value.__cause__, UnknownVariableError)
@@ -331,7 +352,7 @@ class PipelineMachine(RuleBasedStateMachine):
         before = e.pipeline.variables
         try:
             e.pipeline.next_batch(min(batch_size, len(e.dataset)), prefetch=prefetch)
-        except (ActionError, StopIteration):
+        except (ActionError, PipelineCheckError, StopIteration):
             e.pipeline.reset()
         assert e.pipeline.variables == before  # the invariants below check the rest
 

@@ -1,4 +1,9 @@
-"""Random pipelines of random actions give bit-identical runs for any prefetch or executor."""
+"""Random pipelines of random actions give bit-identical runs for any prefetch or executor.
+
+The pipelines and datasets come from fpipe.testing's public strategies, and every
+comparison is its ``assert_deterministic``: the machinery users test their own pipelines
+with.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fpipe import (
-    Batch,
-    Dataset,
-    Pipeline,
-    ProcessExecutor,
-    SkipBatch,
-    ThreadExecutor,
-    action,
-    inbatch_parallel,
-)
-from fpipe.testing import assert_batches_equal, assert_resumable
+from fpipe import Batch, ProcessExecutor, SkipBatch, ThreadExecutor, action, inbatch_parallel
+from fpipe.testing import assert_deterministic, assert_resumable, datasets, pipelines
 
 
 class ReproItems(Batch):
@@ -73,32 +69,32 @@ class ReproItems(Batch):
         return self
 
 
-ACTIONS = st.one_of(
-    st.tuples(st.just("noise"), st.floats(0.1, 3.0)),
-    st.tuples(st.just("rescale")),
-    st.tuples(st.just("dropout"), st.floats(0.0, 1.0)),
-    st.tuples(st.just("shuffle_items")),
-    st.tuples(st.just("label")),
-    st.tuples(st.just("square")),
-    st.tuples(st.just("maybe_skip"), st.floats(0.0, 0.5)),
-    st.tuples(st.just("per_item")),
-    st.tuples(st.just("reduce_sum")),
-    st.tuples(st.just("reduce_draw")),
-)
-# a step: an action, optionally wrapped as `Pipeline().action() @ prob`
-STEPS = st.tuples(ACTIONS, st.one_of(st.none(), st.floats(0.0, 1.0)))
+# every action, with strategies for its arguments
+ACTIONS = {
+    "noise": {"scale": st.floats(0.1, 3.0)},
+    "rescale": {},
+    "dropout": {"p": st.floats(0.0, 1.0)},
+    "shuffle_items": {},
+    "label": {},
+    "square": {},
+    "maybe_skip": {"p": st.floats(0.0, 0.5)},
+    "per_item": {},
+    "reduce_sum": {},
+    "reduce_draw": {},
+}
+# 1 to 6 steps, groups of them run `@ prob` (any probability) or `* 0` / `* 1` (at most six
+# squares: the values stay finite)
+STEPS = pipelines(ReproItems, ACTIONS, max_steps=6, repeats=st.integers(0, 1))
 
 
 @st.composite
 def runs(draw, max_items=24):
-    """(pipeline, run arguments): a random pipeline over a small dataset and a seeded plan."""
-    n = draw(st.integers(2, max_items))
-    x = np.arange(n, dtype=np.float64) - n / 2
-    p = Dataset(n, ReproItems, preloaded={"x": x}).p
-    p = p.init_variable("sums", []).init_variable("draws", [])
-    for (name, *args), prob in draw(st.lists(STEPS, min_size=1, max_size=6)):
-        step = getattr(Pipeline(), name)(*args)
-        p = p + (step if prob is None else step @ prob)
+    """(pipeline, batch size, run arguments): a random pipeline over a small dataset and a
+    seeded plan."""
+    sizes = st.integers(2, max_items)
+    xs = {"x": ("float64", (), (-12, 12)), "y": None}
+    ds = draw(datasets(ReproItems, size=sizes, components=xs))
+    p = ds.p.init_variable("sums", []).init_variable("draws", []) + draw(STEPS)
     p = p.reduce_sum()  # always reduce something, after all the random steps
     seed = draw(st.integers(0, 2**63 - 1))
     shuffle = draw(st.sampled_from([False, True, "seed"]))
@@ -107,24 +103,14 @@ def runs(draw, max_items=24):
         "drop_last": draw(st.booleans()),
         **({"shuffle": seed} if shuffle == "seed" else {"shuffle": shuffle, "seed": seed}),
     }
-    return p, draw(st.integers(1, n)), kwargs
+    return p, draw(st.integers(1, len(ds))), kwargs
 
 
-def outcome(pipeline, batch_size, **kwargs):
-    """The output batches and the variables the run reduced, in order."""
-    with pipeline.iterate(batch_size, **kwargs) as it:
-        batches = list(it)
-        result = it.result()
-    return batches, result.get_variable("sums"), result.get_variable("draws")
-
-
-def assert_same_outcome(expected, got, how):
-    batches, sums, draws = expected
-    assert len(got[0]) == len(batches), f"{how}: {len(got[0])} batches, expected {len(batches)}"
-    for k, (want, have) in enumerate(zip(batches, got[0], strict=True)):
-        assert_batches_equal(want, have, f"{how}, batch {k}")
-    assert got[1] == sums, how
-    assert got[2] == draws, how
+def assert_same_runs(run, compared):
+    """The runs in ``compared`` ({label: run arguments}) give the batches and variables
+    (sums, draws) of the sequential run, bit for bit."""
+    pipeline, batch_size, kwargs = run
+    assert_deterministic(pipeline, batch_size, runs=compared, **kwargs)
 
 
 SETTINGS = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow]}
@@ -134,28 +120,19 @@ SETTINGS = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow]}
 @settings(max_examples=30, **SETTINGS)
 @given(runs())
 def test_a_seeded_run_is_the_same_for_every_prefetch(run):
-    pipeline, batch_size, kwargs = run
-    reference = outcome(pipeline, batch_size, **kwargs)
-    for prefetch in range(1, 9):
-        got = outcome(pipeline, batch_size, prefetch=prefetch, **kwargs)
-        assert_same_outcome(reference, got, f"prefetch={prefetch}")
+    assert_same_runs(run, {f"prefetch={k}": {"prefetch": k} for k in range(1, 9)})
 
 
 @settings(max_examples=20, **SETTINGS)
 @given(runs(), st.integers(1, 4))
 def test_a_seeded_run_is_the_same_on_a_thread_executor(run, workers):
-    pipeline, batch_size, kwargs = run
-    reference = outcome(pipeline, batch_size, **kwargs)
-    got = outcome(pipeline, batch_size, executor=ThreadExecutor(workers), **kwargs)
-    assert_same_outcome(reference, got, f"ThreadExecutor({workers})")
+    assert_same_runs(run, {f"ThreadExecutor({workers})": {"executor": ThreadExecutor(workers)}})
 
 
 @settings(max_examples=20, **SETTINGS)
 @given(runs())
 def test_a_seeded_run_repeats_bit_for_bit(run):
-    pipeline, batch_size, kwargs = run
-    reference = outcome(pipeline, batch_size, **kwargs)
-    assert_same_outcome(reference, outcome(pipeline, batch_size, **kwargs), "repeated")
+    assert_same_runs(run, {"repeated": {}})
 
 
 @settings(max_examples=10, **SETTINGS)
@@ -170,10 +147,7 @@ def test_a_random_pipeline_resumes_exactly_at_every_position(run):
 @settings(max_examples=4, **SETTINGS)
 @given(runs(max_items=16))
 def test_a_seeded_run_is_the_same_on_a_process_executor(run):
-    pipeline, batch_size, kwargs = run
-    reference = outcome(pipeline, batch_size, **kwargs)
-    got = outcome(pipeline, batch_size, executor=ProcessExecutor(2), **kwargs)
-    assert_same_outcome(reference, got, "ProcessExecutor(2)")
+    assert_same_runs(run, {"ProcessExecutor(2)": {"executor": ProcessExecutor(2)}})
 
 
 @pytest.mark.dask
@@ -182,7 +156,4 @@ def test_a_seeded_run_is_the_same_on_a_process_executor(run):
 @settings(max_examples=6, **SETTINGS)
 @given(runs(max_items=16))
 def test_a_seeded_run_is_the_same_on_a_dask_cluster(dask_client, run):
-    pipeline, batch_size, kwargs = run
-    reference = outcome(pipeline, batch_size, **kwargs)
-    got = outcome(pipeline, batch_size, executor=dask_client, **kwargs)
-    assert_same_outcome(reference, got, "Dask LocalCluster(2 workers)")
+    assert_same_runs(run, {"Dask LocalCluster(2 workers)": {"executor": dask_client}})

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Set up, then run everything CI checks: ruff, mypy, the import-time check, and pytest
-# (unit tests, property tests, doctests, the docs' code and the main example). Arguments go
-# to pytest, e.g. `bash scripts/test.sh -x -k rebatch`.
+# Set up, then run everything CI checks: ruff, mypy, the docs site build (strict), the
+# import-time check, and pytest (unit tests, property tests, doctests, the docs' code and
+# the main example). Arguments go to pytest, e.g. `bash scripts/test.sh -x -k rebatch`.
 set -euo pipefail
 source "$(dirname "$0")/setup.sh"
 echo "== ruff"
@@ -9,6 +9,7 @@ echo "== ruff"
 .venv/bin/ruff format --check .
 echo "== mypy"
 .venv/bin/mypy
+bash scripts/docs.sh  # the docs site and API reference, mkdocs build --strict
 echo "== import fpipe (fast, without tensorflow)"
 .venv/bin/python -m compileall -q fpipe  # as an installed package would be: bytecode ready
 for _ in 1 2 3; do

@@ -55,15 +55,24 @@ def test_executor_benchmark_runs_every_executor_and_checks_outputs():
 @pytest.mark.tf
 def test_keras_benchmark_reports_both_sides_and_the_ratio():
     pytest.importorskip("keras")
-    out = run_script("bench_keras.py", "--steps", "20", "--repeat", "1")
+    out = run_script("bench_keras.py", "--steps", "20", "--repeat", "1", "--null-steps", "50")
     assert re.search(r"^loop\s+:\s+[\d.]+ steps/s$", out, re.M), out
     ratios = re.findall(r"^ratio (.+?)/loop: [\d.]+ \(best rounds\), [\d.]+ \(median", out, re.M)
     assert ratios == ["fpipe", "fpipe prefetch=2"], out
+    costs = re.findall(r"^(fpipe|fpipe prefetch=2)\s*: \+ *-?[\d.]+ us per batch$", out, re.M)
+    assert costs == ["fpipe", "fpipe prefetch=2"], out
 
 
 def test_torch_benchmark_runs_or_says_torch_is_missing():
     out = run_script("bench_torch.py", "--steps", "20", "--repeat", "1")
     assert "PyTorch is not installed" in out or re.search(r"ratio fpipe/loop: [\d.]+", out), out
+
+
+def test_expressions_benchmark_reports_the_cost_of_each_kind_of_expression():
+    out = run_script("bench_expressions.py", "--repeat", "1", "--rows", "2000")
+    kinds = re.findall(r"^\[(.+?)\] per expression argument per batch: +-?[\d.]+ us", out, re.M)
+    assert kinds == ["C", "B", "I", "V", "C * 2"], out
+    assert re.search(r"^per expression argument per batch: -?[\d.]+ us \(the costliest", out, re.M)
 
 
 def test_replace_benchmark_reports_every_side_and_the_extra_cost():

@@ -28,6 +28,7 @@ from fpipe import (
     ImmutableBatchError,
     ModelError,
     Pipeline,
+    PipelineCheckError,
     PipelineDefinitionError,
     ResumeError,
     UnknownActionError,
@@ -37,6 +38,7 @@ from fpipe import (
     model,
 )
 from fpipe.errors import did_you_mean
+from fpipe.expressions import B, C, V
 
 
 class ErrNums(Batch):
@@ -164,6 +166,10 @@ class ErrPair(Batch):
     @action
     def take(self, other):
         return self.replace(labels=other.labels)
+
+    @action
+    def keep_first(self, n):
+        return self
 
     @action
     def scribble(self):
@@ -875,8 +881,60 @@ CATALOGUE = [
     Bad(
         "action-wrong-arguments",
         lambda: (pairs().p.shift(1, 2, 3)).run(2),
-        ActionError,
-        r"step 0 `shift\(1, 2, 3\)` failed on batch #0.*TypeError",
+        PipelineCheckError,
+        r"found before any batch ran:\n- step 0 `shift\(1, 2, 3\)`: 3 positional arguments given, "
+        r"but ErrPair\.shift\(self, by=1\.0\) takes at most 1 after the batch; pass fewer",
+    ),
+    Bad(
+        "check-unexpected-keyword",
+        lambda: pairs().p.shift(byy=2).run(2),
+        PipelineCheckError,
+        r"step 0 `shift\(byy=2\)`: unexpected keyword argument 'byy'\. Did you mean 'by'\? "
+        r"ErrPair\.shift\(self, by=1\.0\) takes: by",
+    ),
+    Bad(
+        "check-missing-argument",
+        lambda: pairs().p.keep_first().run(2),
+        PipelineCheckError,
+        r"step 0 `keep_first\(\)`: missing argument 'n' of ErrPair\.keep_first\(self, n\); "
+        r"pass it by position or as n=\.\.\.",
+    ),
+    Bad(
+        "check-argument-twice",
+        lambda: pairs().p.shift(1.0, by=2.0).run(2),
+        PipelineCheckError,
+        r"step 0 `shift\(1\.0, by=2\.0\)`: argument 'by' of ErrPair\.shift\(self, by=1\.0\) is "
+        r"given twice, by position and as "
+        r"by=\.\.\.; pass it once",
+    ),
+    Bad(
+        "check-join-without-parameter",
+        lambda: pairs().p.join(pairs()).keep_first(1).run(2),
+        PipelineCheckError,
+        r"step 1 `keep_first\(1\)`: 1 positional argument given, but ErrPair\.keep_first\(self, n\) "
+        r"takes none after the batch and the joined batch",
+    ),
+    Bad(
+        "check-model-argument-by-name",
+        lambda: pairs().p.init_model("errcat_static").uses_static(m=1).run(2),
+        PipelineCheckError,
+        r"step 1 `uses_static\(m=1\)`: m= is given, but parameter 'm' of "
+        r"ErrPair\.uses_static\(self, m\) receives the model; drop m=",
+    ),
+    Bad(
+        "check-several-problems",
+        lambda: pairs().p.keep_first().uses_missing().update_variable("n", 1).check(),
+        PipelineCheckError,
+        r"the pipeline has 3 problems, found before any batch ran:\n- step 0 `keep_first\(\)`: "
+        r"missing .*\n- step 1 `uses_missing\(\)`: .*\n- step 2 `update_variable\('n', 1, "
+        r"mode='w'\)`: variable 'n' is never declared",
+    ),
+    Bad(
+        "check-template-apply",
+        lambda: Pipeline().apply(_plain_method).check(),
+        PipelineCheckError,
+        r"step 0 `apply\(_plain_method\)`: missing argument 'item' of "
+        r"_plain_method\(self, item\); pass it by position or as item=\.\.\.",
     ),
     Bad(
         "action-not-a-function",
@@ -1310,8 +1368,47 @@ CATALOGUE = [
     Bad(
         "variable-update-undeclared",
         _undeclared_update,
-        ActionError,
-        r"cannot update variable 'bathces'.*Did you mean 'batches'\?.*\.init_variable\('bathces', default\)",
+        PipelineCheckError,
+        r"step 1 `update_variable\('bathces', 1, mode='a'\)`: variable 'bathces' is never "
+        r"declared\. Did you mean 'batches'\? Known variables: \['batches'\]\. Add "
+        r"\.init_variable\('bathces', default\) to the pipeline",
+    ),
+    Bad(
+        "check-variable-read-before-declared",
+        lambda: pairs().p.shift(V("step")).init_variable("step", 1.0).run(2),
+        PipelineCheckError,
+        r"step 0 `shift\(V\('step'\)\)`: V\('step'\) reads variable 'step' before it is "
+        r"declared: its \.init_variable\('step', \.\.\.\) is step 1; move it before this step",
+    ),
+    Bad(
+        "check-variable-read-undeclared",
+        lambda: pairs().p.shift(V("stpe")).run(2),
+        PipelineCheckError,
+        r"step 0 `shift\(V\('stpe'\)\)`: V\('stpe'\) reads variable 'stpe', which is never "
+        r"declared\. Add \.init_variable\('stpe', default\) before this step",
+    ),
+    Bad(
+        "check-save-to-undeclared",
+        lambda: pairs().p.shift(save_to=V("shifted", mode="a")).run(2),
+        PipelineCheckError,
+        r"save_to=V\('shifted', mode='a'\): variable 'shifted' is never declared\. Add "
+        r"\.init_variable\('shifted', default\) to the pipeline",
+    ),
+    Bad(
+        "check-unknown-component",
+        lambda: pairs().p.shift(B("imags").mean()).run(2),
+        PipelineCheckError,
+        r"step 0 `shift\(B\('imags'\)\.mean\(\)\)`: B\('imags'\): ErrPair has no component "
+        r"'imags'\. Did you mean 'images'\? Its components: \['images', 'labels'\]; fix the "
+        r"name, or declare it in ErrPair\.components",
+    ),
+    Bad(
+        "check-missing-config-key",
+        lambda: (pairs().p.shift(C("net/shift")) << {"net": {"shfit": 1}}).run(2),
+        PipelineCheckError,
+        r"step 0 `shift\(C\('net/shift'\)\)`: C\('net/shift'\): config\['net'\] has no key "
+        r"'shift'\. Did you mean 'shfit'\? Its keys: \['shfit'\]\. Give it in the config, e\.g\. "
+        r"`Pipeline\(\{'net': \{'shift': \.\.\.\}\}\)`",
     ),
     Bad(
         "variable-set-undeclared-in-action",
@@ -1419,14 +1516,17 @@ CATALOGUE = [
     Bad(
         "model-static-not-initialised",
         lambda: pairs().p.uses_static().run(2),
-        ActionError,
-        r"`uses_static\(\)` failed.*static model ErrPair\.errcat_static is used but was never initialised: add \.init_model\('errcat_static'\)",
+        PipelineCheckError,
+        r"step 0 `uses_static\(\)`: static model ErrPair\.errcat_static is used but never "
+        r"initialised: add \.init_model\('errcat_static'\) to the pipeline",
     ),
     Bad(
         "model-action-unknown-model",
         lambda: pairs().p.uses_missing().run(2),
-        ActionError,
-        r"`uses_missing\(\)` failed.*no model named 'errcat_missing' in this run",
+        PipelineCheckError,
+        r"step 0 `uses_missing\(\)`: @action\(model='errcat_missing'\) names no model: ErrPair "
+        r"has no @model 'errcat_missing' and the pipeline neither initialises nor imports one.*"
+        r"Define it with @model on ErrPair, or add \.import_model\('errcat_missing', source\)",
     ),
     # -- in-batch parallelism
     Bad(

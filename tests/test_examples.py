@@ -1,4 +1,5 @@
-"""The main example (README's first command) runs, learns and reports its throughput."""
+"""The main example (README's first command) runs, learns, shows its progress and profile,
+saves its curves, and prints what README shows."""
 
 from __future__ import annotations
 
@@ -11,29 +12,95 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+UNITS = ("s", "ms", "us")
+
+
+def shown_output() -> list[str]:
+    """The lines of the example's output that README shows (its ```text block)."""
+    blocks = re.findall(r"^```text\n(.*?)^```$", (ROOT / "README.md").read_text(), re.S | re.M)
+    (block,) = [b for b in blocks if b.startswith("digits:")]
+    return [line for line in block.splitlines() if line.strip() and line.strip() != "..."]
+
+
+def pattern(line: str) -> re.Pattern[str]:
+    """``line`` with any numbers (and time units) in it: the shape of an output line."""
+    parts = []
+    for token in line.split():
+        if token in UNITS:
+            parts.append("(?:s|ms|us)")
+        elif "█" in token or "#" in token:  # a bar's fill: its width follows the terminal's
+            parts.append(r"[^ ]*")
+        elif token.endswith(".png"):  # the curves' path: the test saves them elsewhere
+            parts.append(r"\S+\.png")
+        else:
+            parts.append(r"\d+(?:\.\d+)?".join(map(re.escape, re.split(r"\d+(?:\.\d+)?", token))))
+    return re.compile(r"^\s*" + r"\s+".join(parts) + r"\s*$")
 
 
 @pytest.mark.tf
-def test_digits_example_reaches_the_required_accuracy():
+def test_digits_example_reaches_the_required_accuracy(tmp_path: Path):
     pytest.importorskip("sklearn")
     pytest.importorskip("keras")
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    pytest.importorskip("matplotlib")
+    # the example quiets TensorFlow itself: none of its log settings come from here
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("TF_CPP_MIN_LOG_LEVEL", "TF_ENABLE_ONEDNN_OPTS")
+    }
+    curves = tmp_path / "curves.png"
     done = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "digits.py")],  # as the README runs it
+        [sys.executable, str(ROOT / "examples" / "digits.py"), "--curves", str(curves)],
         capture_output=True,
         text=True,
         timeout=180,
         env=env,
+        cwd=tmp_path,  # nothing is written where it runs
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    out = done.stdout
-    assert (
-        len(re.findall(r"^epoch +\d+/12: train loss [\d.]+, test accuracy [\d.]+$", out, re.M))
-        == 12
-    )
+    out, err = done.stdout, done.stderr
+    epochs = re.findall(r"^epoch (\d+)/12: train loss [\d.]+, test accuracy [\d.]+$", out, re.M)
+    assert epochs == [str(k) for k in range(1, 13)], out
     (accuracy,) = re.findall(r"^final test accuracy: (\d\.\d+)$", out, re.M)
     assert float(accuracy) >= 0.93, out
     assert re.search(r"^training throughput: [\d.]+ batches/s, \d+ items/s", out, re.M), out
+
+    # a bar per epoch (on stderr), with the latest loss; and nothing else there
+    frames = [f.strip() for f in re.split(r"[\r\n]", err) if f.strip()]
+    finished = [f for f in frames if re.match(r"epoch \d+/12: 100%.*45/45 .*loss=[\d.e-]+\]$", f)]
+    assert {f.split(":")[0] for f in finished} == {f"epoch {k}/12" for k in range(1, 13)}, err
+    assert all(f.startswith("epoch ") for f in frames), err  # no TensorFlow start-up log
+
+    # the training run's profile
+    table = out[out.index("profile of 540 batches") :].splitlines()
+    assert table[1].split() == [
+        "path",
+        "step",
+        "where",
+        "calls",
+        "total",
+        "mean",
+        "p50",
+        "p95",
+        "share",
+    ]
+    rows = [r.split() for r in table[2:5]]
+    assert [(r[1], r[2], r[3]) for r in rows] == [
+        ("standardize()", "driver", "540"),
+        ("augment(sigma=0.3)", "driver", "540"),
+        ("train_step()", "driver", "540"),
+    ], out
+    assert float(rows[2][-1].rstrip("%")) > 50  # README: the Keras step takes most of the run
+
+    # the curves, saved where it says
+    (saved,) = re.findall(r"^loss and accuracy curves: (.+)$", out, re.M)
+    assert Path(saved) == curves and curves.read_bytes()[:4] == b"\x89PNG"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["curves.png"]
+
+    # README shows this output: every line it shows has the shape of one printed here
+    printed = out.splitlines() + frames
+    for line in shown_output():
+        assert any(pattern(line).match(p) for p in printed), f"README shows {line!r}"
 
 
 @pytest.mark.dask

@@ -20,6 +20,7 @@ from fpipe import (
     Environment,
     ModelError,
     Pipeline,
+    PipelineCheckError,
     SkipBatch,
     action,
     model,
@@ -245,7 +246,9 @@ def test_static_model_failure_names_the_model():
 
 def test_static_model_used_without_init_model_says_to_add_it():
     p = make_ds().p.use_static()
-    with pytest.raises(ActionError, match=r"never initialised: add \.init_model\('tm_static'\)"):
+    with pytest.raises(
+        PipelineCheckError, match=r"never initialised: add \.init_model\('tm_static'\)"
+    ):
         p.run(5)
 
 

@@ -505,3 +505,11 @@ def test_the_global_rng_is_watched_whatever_its_bit_generator(global_state):
             global_draws().p.nothing().whole_key().run(3, seed=1)
     finally:
         np.random.set_bit_generator(before)
+
+
+def test_a_run_whose_first_step_needs_the_driver_names_the_step_with_prefetch_too():
+    # nothing for a worker to run: the driver makes the batches as a sequential run does,
+    # and watches each step of the first batch
+    p = dataset().p.init_variable("n", 0).update_variable("n", 1).global_rand()
+    with pytest.warns(GlobalRandomWarning, match=r"step\(s\) `global_rand\(\)` drew from numpy"):
+        p.run(3, seed=1, prefetch=2)

@@ -359,3 +359,24 @@ def test_action_definition_explains_missing_and_undecorated_actions():
         action_definition(StepsNums, "zzz")
     with pytest.raises(PipelineDefinitionError, match=r"StepsNums.plain is not an action"):
         action_definition(StepsNums, "plain")
+
+
+def test_a_label_lists_keyword_arguments_by_name_in_every_process():
+    import subprocess
+    import sys
+
+    code = (
+        "from fpipe.steps import ActionStep; "
+        "print(ActionStep('blur', (1,), {'sigma': 2, 'alpha': 3, 'mode': 'x', 'k': 4}).label)"
+    )
+    labels = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={"PYTHONHASHSEED": str(seed)},
+        ).stdout.strip()
+        for seed in range(4)
+    }
+    assert labels == {"blur(1, alpha=3, k=4, mode='x', sigma=2)"}

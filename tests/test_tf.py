@@ -639,9 +639,9 @@ def test_require_tf_names_the_extra_when_tensorflow_is_missing(monkeypatch, stre
 
     assert require_tf() is tf
     monkeypatch.setitem(sys.modules, "tensorflow", None)
-    with pytest.raises(ImportError, match=r'pip install "fpipe\[tf\]"'):
+    with pytest.raises(ImportError, match=r'pip install "fpipe-ml\[tf\]"'):
         require_tf()
-    with pytest.raises(ImportError, match=r'pip install "fpipe\[tf\]"'):
+    with pytest.raises(ImportError, match=r'pip install "fpipe-ml\[tf\]"'):
         stream_ds.p.to_tf_dataset(10)
 
 
@@ -689,4 +689,4 @@ def test_core_works_without_tensorflow():
     assert lines[0] == "sum 10 (3,)"
     assert len(lines) == 3
     assert all(line.startswith("hint: TensorFlow is not installed") for line in lines[1:])
-    assert all('pip install "fpipe[tf]"' in line for line in lines[1:])
+    assert all('pip install "fpipe-ml[tf]"' in line for line in lines[1:])

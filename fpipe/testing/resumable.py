@@ -1,5 +1,4 @@
-"""Test helpers for pipelines: check that a run resumes exactly from any saved state,
-compare batches bit for bit, and start a small local Dask cluster.
+"""``assert_resumable``: a run resumes exactly from the state after any batch.
 
 >>> import numpy as np
 >>> from fpipe import Batch, Dataset, action
@@ -16,60 +15,17 @@ from __future__ import annotations
 
 import json
 import pickle
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .plan import IterState
+from ..plan import IterState
+from .compare import assert_batches_equal
 
 if TYPE_CHECKING:
-    from .batch import Batch
-    from .pipeline import Pipeline
+    from ..pipeline import Pipeline
 
-__all__ = ["assert_batches_equal", "assert_resumable", "local_dask_client"]
-
-
-def _components(batch: Batch) -> dict[str, Any]:
-    from .values import materialized
-
-    return {name: materialized(batch._data.get(name)) for name in type(batch)._component_names}
-
-
-def _difference(a: Any, b: Any) -> str | None:
-    """Why ``a`` and ``b`` differ (value, dtype or shape), or None when bit for bit equal."""
-    if a is None or b is None:
-        return None if a is None and b is None else f"{_brief(a)} != {_brief(b)}"
-    a, b = np.asarray(a), np.asarray(b)
-    if a.dtype != b.dtype:
-        return f"dtype {a.dtype} != {b.dtype}"
-    if a.shape != b.shape:
-        return f"shape {a.shape} != {b.shape}"
-    # floats bit for bit: NaNs must match too, and -0.0 differs from 0.0
-    same = a.tobytes() == b.tobytes() if a.dtype.kind in "fc" else bool(np.array_equal(a, b))
-    return None if same else f"{_brief(a)} != {_brief(b)}"
-
-
-def _brief(x: Any) -> str:
-    text = np.array2string(np.asarray(x), threshold=8) if x is not None else "None"
-    return text if len(text) < 200 else text[:197] + "..."
-
-
-def assert_batches_equal(expected: Batch, actual: Batch, where: str = "") -> None:
-    """Assert two batches have the same class, indices and components, bit for bit."""
-    prefix = f"{where}: " if where else ""
-    if type(expected) is not type(actual):
-        raise AssertionError(
-            f"{prefix}batch class {type(actual).__name__} != {type(expected).__name__}"
-        )
-    diff = _difference(expected.indices, actual.indices)
-    if diff is not None:
-        raise AssertionError(f"{prefix}indices differ: expected vs got: {diff}")
-    for name, value in _components(expected).items():
-        diff = _difference(value, _components(actual)[name])
-        if diff is not None:
-            raise AssertionError(f"{prefix}component {name!r} differs: expected vs got: {diff}")
+__all__ = ["assert_resumable"]
 
 
 def _round_trips(state: IterState) -> list[tuple[str, IterState]]:
@@ -135,30 +91,3 @@ def assert_resumable(pipeline: Pipeline, batch_size: int, **run_kwargs: Any) -> 
                     want, got, f"resumed at position {k} (state via {how}), batch {k + j}"
                 )
     return n
-
-
-@contextmanager
-def local_dask_client(n_workers: int = 2) -> Iterator[Any]:
-    """A ``distributed.Client`` on a loopback-only ``LocalCluster`` of worker processes
-    (one thread each, no dashboard), closed on exit. Needs the ``dask`` extra.
-
-    ``with local_dask_client() as client: pipeline.run(32, executor=client)``
-    """
-    try:
-        import distributed
-    except ImportError as exc:
-        raise ImportError(
-            "local_dask_client needs dask.distributed: pip install 'fpipe[dask]'"
-        ) from exc
-    with (
-        distributed.LocalCluster(
-            n_workers=n_workers,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            scheduler_port=0,
-            dashboard_address="127.0.0.1:0",  # a free port: 8787 may be taken (a warning)
-        ) as cluster,
-        distributed.Client(cluster) as client,
-    ):
-        yield client
