@@ -12,7 +12,10 @@ What it shows:
    declares a *static* Keras model, ``classifier`` (built once, from the pipeline
    config). The same template serves the training set (augment, then a locked
    ``train_on_batch`` under prefetch) and the test set (evaluate): both share the one
-   classifier;
+   classifier. Named expressions fill in what a step sees only when it runs: the noise
+   level from the config (``C``), the variable a step's result goes to (``V``), and the
+   test metric computed from the batch's components (``B``, ``F``); ``check()`` reads
+   both pipelines against the batch class before any batch runs;
 3. one seeded training run observed epoch by epoch (``epochs()``): a progress bar per
    epoch with the latest loss, the test accuracy between epochs, and the run's profile
    (where its time went, step by step) at the end;
@@ -40,7 +43,7 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 import numpy as np
 from sklearn.datasets import load_digits
 
-from fpipe import Batch, Dataset, Pipeline, action, model
+from fpipe import B, Batch, C, Dataset, F, Pipeline, V, action, model
 
 SEED = 17
 REQUIRED_ACCURACY = 0.93
@@ -101,21 +104,13 @@ class Digits(Batch):
 
     @action(model="classifier", use_lock="classifier")
     def train_step(self, net):
-        loss = net.train_on_batch(self.images, self.labels)
-        self.pipeline.update_variable("loss", float(loss), mode="a")
-        return self
+        """One step of training; returns the batch's loss (the pipeline stores it)."""
+        return float(net.train_on_batch(self.images, self.labels))
 
     @action(model="classifier")
     def predict(self, net):
         scores = net.predict_on_batch(self.images)
         return self.replace(predictions=np.asarray(scores).argmax(axis=1))
-
-    @action
-    def count_correct(self):
-        self.pipeline.update_variable(
-            "correct", int((self.predictions == self.labels).sum()), mode="a"
-        )
-        return self
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # 2. a template with a static model, serving the training and the test set
     config = {
+        "augment": {"sigma": 0.3},
         "classifier": {
             "n_features": images.shape[1],
             "n_classes": 10,
@@ -151,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
             "dropout": 0.1,
             "learning_rate": 3e-3,
             "seed": SEED,
-        }
+        },
     }
     template = (
         Pipeline(config=config)
@@ -159,9 +155,18 @@ def main(argv: list[str] | None = None) -> int:
         .standardize()
         .init_model("classifier")  # the Keras model is built here, once
     )
-    training = template + Pipeline().init_variable("loss", []).augment(sigma=0.3).train_step()
-    testing = template + Pipeline().init_variable("correct", []).predict().count_correct()
+    # named expressions stand for what a step sees when it runs: the config's noise
+    # level, a variable the step's result goes to, the batch's components
+    training = template + Pipeline().init_variable("loss", []).augment(
+        sigma=C("augment/sigma")
+    ).train_step(save_to=V("loss", mode="a"))
+    right = F(np.equal)(B("predictions"), B("labels")).sum()  # per test batch
+    testing = template + Pipeline().init_variable("correct", []).predict().update_variable(
+        "correct", right, mode="a"
+    )
     train_pipeline, test_pipeline = training << train_ds, testing << test_ds
+    for checked in (train_pipeline, test_pipeline):
+        checked.check()  # arguments, models, variables, components, config: before any batch
 
     # 3. one seeded training run, epoch by epoch: evaluate between epochs
     epochs = train_pipeline.epochs(
