@@ -481,12 +481,17 @@ def contains_expression(value: Any) -> bool:
     >>> contains_expression([1, (2, {"k": V("n")})]), contains_expression([1, "V"])
     (True, False)
     """
-    if value.__class__ in _ATOMS or isinstance(value, np.ndarray):
+    cls = value.__class__
+    if cls in _ATOMS or cls is np.ndarray:
         return False
+    if cls is tuple or cls is list:  # the common containers, without the isinstance chain
+        return any(contains_expression(item) for item in value)
     if isinstance(value, Expr):
         return True
     if isinstance(value, (tuple, list, set, frozenset)):
         return any(contains_expression(item) for item in value)
+    if isinstance(value, np.ndarray):
+        return False
     if isinstance(value, Mapping):
         return any(contains_expression(k) or contains_expression(v) for k, v in value.items())
     return False

@@ -326,6 +326,8 @@ def bind_call(
     ``save_to=``) is where what ``fn`` returns is stored, unless ``fn`` has a parameter
     of that name: then it is an argument like any other.
     """
+    if save_to is None and not args and not kwargs:  # the commonest call: nothing to look at
+        return fn, args, kwargs, False
     dest = store = None
     if save_to is not None and _takes(fn, "save_to"):
         kwargs = pmap(kwargs).set("save_to", save_to)

@@ -12,17 +12,23 @@ echo "== mypy"
 bash scripts/docs.sh  # the docs site and API reference, mkdocs build --strict
 echo "== import fpipe (fast, without tensorflow)"
 .venv/bin/python -m compileall -q fpipe  # as an installed package would be: bytecode ready
+# the best of three fresh interpreters must stay under 0.25 s (README says about 0.1 s)
+best=""
 for _ in 1 2 3; do
-  .venv/bin/python - <<'PY'
+  took="$(.venv/bin/python - <<'PY'
 import sys, time
 t = time.perf_counter()
 import fpipe  # noqa: F401
 took = time.perf_counter() - t
-print(f"import fpipe: {took:.3f} s, tensorflow imported: {'tensorflow' in sys.modules}")
-assert "tensorflow" not in sys.modules, "import fpipe must not import tensorflow"
-assert took < 1.0, f"import fpipe took {took:.2f} s; keep heavy imports lazy"
+heavy = sorted({"tensorflow", "keras", "tqdm", "matplotlib", "pandas"} & set(sys.modules))
+assert not heavy, f"import fpipe must not import {heavy}: keep heavy imports lazy"
+print(f"{took:.3f}")
 PY
+)"
+  echo "import fpipe: ${took} s"
+  best="$(printf '%s\n' "$took" $best | sort -n | head -1)"
 done
+.venv/bin/python -c "import sys; b = float(sys.argv[1]); assert b < 0.25, f'import fpipe took {b:.2f} s at best; keep heavy imports lazy'" "$best"
 # pytest in two passes: first everything not marked slow (hypothesis profile "fpipe"), then
 # the tests marked slow under the hypothesis profile "slow", which gives the big properties
 # (lose-nothing, resume-anywhere) their full budgets (see conftest.py). Both passes always
