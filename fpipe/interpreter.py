@@ -337,36 +337,30 @@ def _update(name: str, value: Any, mode: str) -> BatchFn:
 
 
 def _maybe(inner: tuple[CompiledStep, ...], prob: Any, path: tuple[int, ...]) -> BatchFn:
-    if isinstance(prob, Expr):  # `p @ C("aug_prob")`: the config says, checked per batch
-        return _maybe_config(inner, config_probability(prob, (path, "@")), path)
+    """Run ``inner`` on a batch when its coin falls under ``prob`` (a number, or
+    ``C("key")``: the config says, checked per batch)."""
+    if isinstance(prob, Expr):
+        chance = config_probability(prob, (path, "@"))
+    else:
+        chance = lambda _ctx: prob  # noqa: E731
 
     def maybe(b: Batch) -> Batch:
         ctx = b._ctx
-        if ctx is None or ctx.coin(path) >= prob:
+        if ctx is None or ctx.coin(path) >= chance(ctx):
             return b
-        outer = ctx.step
-        try:
-            return run_compiled(inner, b, ctx)
-        finally:
-            ctx.step = outer
+        return _nested(inner, b, ctx)
 
     return maybe
 
 
-def _maybe_config(
-    inner: tuple[CompiledStep, ...], prob: Callable[[BatchContext], float], path: tuple[int, ...]
-) -> BatchFn:
-    def maybe(b: Batch) -> Batch:
-        ctx: BatchContext = b._ctx  # type: ignore[assignment]
-        if ctx.coin(path) >= prob(ctx):
-            return b
-        outer = ctx.step
-        try:
-            return run_compiled(inner, b, ctx)
-        finally:
-            ctx.step = outer
-
-    return maybe
+def _nested(inner: tuple[CompiledStep, ...], b: Batch, ctx: BatchContext) -> Batch:
+    """Run a nested step's ``inner`` steps; the nesting step is the context's step again
+    afterwards (its errors name it)."""
+    outer = ctx.step
+    try:
+        return run_compiled(inner, b, ctx)
+    finally:
+        ctx.step = outer
 
 
 def _repeat(
@@ -392,13 +386,7 @@ def _repeat(
         if inner is None:
             more = (compile_steps(steps, batch_class, (*path, r), wrap=wrap) for r in range(1, n))
             inner = made[n] = first + tuple(s for again in more for s in again)
-        if not inner:
-            return b
-        outer = ctx.step
-        try:
-            return run_compiled(inner, b, ctx)
-        finally:
-            ctx.step = outer
+        return _nested(inner, b, ctx) if inner else b
 
     return repeat, any(s.effectful for s in first)
 
