@@ -339,10 +339,7 @@ def _update(name: str, value: Any, mode: str) -> BatchFn:
 def _maybe(inner: tuple[CompiledStep, ...], prob: Any, path: tuple[int, ...]) -> BatchFn:
     """Run ``inner`` on a batch when its coin falls under ``prob`` (a number, or
     ``C("key")``: the config says, checked per batch)."""
-    if isinstance(prob, Expr):
-        chance = config_probability(prob, (path, "@"))
-    else:
-        chance = lambda _ctx: prob  # noqa: E731
+    chance = config_probability(prob, (path, "@")) if isinstance(prob, Expr) else _const(prob)
 
     def maybe(b: Batch) -> Batch:
         ctx = b._ctx
@@ -351,6 +348,10 @@ def _maybe(inner: tuple[CompiledStep, ...], prob: Any, path: tuple[int, ...]) ->
         return _nested(inner, b, ctx)
 
     return maybe
+
+
+def _const(value: Any) -> Callable[[Any], Any]:
+    return lambda _ctx: value
 
 
 def _nested(inner: tuple[CompiledStep, ...], b: Batch, ctx: BatchContext) -> Batch:
