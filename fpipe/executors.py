@@ -298,8 +298,12 @@ class ThreadExecutor(_ByConfig, Executor):
         A run with no pure step to hand a worker, over small rows, runs on the driver.
         """
         prepared = Prepared.of(job, run, job.profile)
-        if prepared.prefix == 0 and _row_bytes(job.dataset) * (run.batch_size or 1) < INLINE_BYTES:
-            return _DriverSession(job.dataset)
+        batch_bytes = _row_bytes(job.dataset) * (run.batch_size or 1)
+        if prepared.prefix == 0 and batch_bytes < INLINE_BYTES:
+            # the driver makes the batches: as many at a time as fit in INLINE_BYTES (at
+            # most MAX_CHUNK), so that making them runs with the CPU caches warm
+            ahead = min(MAX_CHUNK, INLINE_BYTES // max(batch_bytes, 1))
+            return _DriverSession(max(self.window, ahead))
         return _ThreadSession(job, prepared, self.workers, self.window)
 
     def _config(self) -> tuple[Any, ...]:
@@ -313,7 +317,9 @@ class ThreadExecutor(_ByConfig, Executor):
 # A run whose pure prefix is empty (its first step needs the driver: a model, a lock, a
 # variable) leaves its workers nothing to do but copy each batch's preloaded rows. Under
 # this many bytes a batch, that copy costs less than what a thread beside the driver
-# does to it (a hand-off, turns at the GIL), and the run makes its batches on the driver.
+# does to it (a hand-off, turns at the GIL), and the run makes its batches on the driver,
+# several in a row: between two steps of a model (a Keras step evicts the driver's Python
+# from the CPU caches) making one batch costs several times what it costs in a row.
 INLINE_BYTES = 1 << 20
 
 
@@ -324,21 +330,15 @@ def _row_bytes(dataset: Any) -> int:
 
 
 class _DriverSession(Session):
-    """A thread executor's run with nothing for a worker to do: the driver loads each
-    batch itself when it is due, as a sequential run does (a component is gathered when
-    a step first reads it)."""
+    """A thread executor's run with nothing for a worker to do (``inline``): the iterator
+    makes the batches on the driver, ``window`` at a time, and runs their steps there in
+    batch order. Nothing is ever streamed through it, and no thread starts."""
 
-    window = 0
     inline = True
     where = "driver"
 
-    def __init__(self, dataset: Any) -> None:
-        self._dataset = dataset
-
-    def stream(self, tasks: Iterable[tuple[K, Task]]) -> Iterator[tuple[K, tuple[Any, int, bool]]]:
-        batch_at = self._dataset._batch_at
-        for key, task in tasks:
-            yield key, (batch_at(task.positions), 0, False)
+    def __init__(self, window: int) -> None:
+        self.window = window
 
     def close(self, wait: bool = True) -> None:
         pass

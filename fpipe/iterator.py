@@ -18,8 +18,10 @@ True
 from __future__ import annotations
 
 import warnings
+from collections import deque
 from collections.abc import Generator, Iterator, Mapping
 from dataclasses import replace
+from itertools import islice
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import rng
@@ -454,8 +456,11 @@ class _Engine:
                 profile=profiler.workers if profiler is not None else None,
             )
             session = self.executor.open(job, run)  # this run's workers: executors are shared
-            if session.inline:  # nothing for a worker to do: run as a sequential run does
+            if session.inline:  # nothing for a worker to do: the driver makes the batches
                 session.close()
+                if session.window > 1:
+                    yield from self._made_ahead(steps, source, session.window)
+                    return
                 session = None
         if session is None:
             batch_at = dataset._batch_at
@@ -502,6 +507,43 @@ class _Engine:
         finally:
             results.close()  # cancels what is still pending
             session.close(wait=wait)
+
+    def _made_ahead(self, steps: Any, source: Iterator[Any], ahead: int) -> Iterator[Batch]:
+        """The sequential loop, with the driver making (and gathering) ``ahead`` batches
+        at a time before it runs their steps one by one.
+
+        For ``prefetch=N`` runs with nothing to hand a worker: between two model steps
+        (a Keras step evicts what the driver's Python had in the CPU caches) making one
+        batch costs several times what making N in a row costs each. Only the making is
+        early: the steps run in batch order, and the position advances per batch.
+        """
+        batch_at = self.dataset._batch_at
+        run_first: Any = self._watched  # the first batch runs step by step
+        marks = self.marks
+        chunk: deque[tuple[tuple[int, int, int], BatchContext, Batch]] = deque()
+        while True:
+            for epoch, in_epoch, after, positions in islice(source, ahead):
+                ctx = BatchContext(
+                    self.run_for(after <= self.present), epoch, after - 1, in_epoch - 1
+                )
+                chunk.append(
+                    ((epoch, in_epoch, after), ctx, batch_at(positions, ctx)._gather_all())
+                )
+            if not chunk:
+                return
+            while chunk:  # popped: a batch the steps are done with is not kept here
+                at, ctx, batch = chunk.popleft()
+                try:
+                    out = run_first(steps, batch, ctx)
+                    run_first = run_compiled
+                except SkipBatch:
+                    out = None
+                del batch
+                self.at = at
+                if out is not None:
+                    yield out
+                elif marks:  # a watched run sees every batch of the plan
+                    yield SKIPPED
 
     def _finish(
         self, at: tuple[int, int, int], batch: Batch | None, position: int, drew_globally: bool

@@ -942,10 +942,48 @@ def test_a_prefetched_batch_reaches_the_driver_with_its_components_gathered(monk
     assert lazy_notes(p.lazy_pure().note_gathered(), prefetch=2) == [(True, True)] * 5
     # sequentially a component is gathered when a step first reads it
     assert lazy_notes(p.lazy_pure().note_gathered()) == [(False, False)] * 5
-    # nothing for a worker to run and a few rows to copy: the driver makes the batches,
-    # and no thread starts
-    assert lazy_notes(p.note_gathered(), prefetch=2) == [(False, False)] * 5
+    # nothing for a worker to run and a few rows to copy: the driver makes the batches
+    # (gathered, two at a time, before their steps run), and no thread starts
+    assert lazy_notes(p.note_gathered(), prefetch=2) == [(True, False)] * 5
     assert {name for _, name in GATHERED} == {threading.main_thread().name}
     # ...unless the rows are many bytes: a worker copies them
     monkeypatch.setattr(executors, "INLINE_BYTES", 4 * 24)  # a batch holds 4 * 24 bytes
     assert lazy_notes(p.note_gathered(), prefetch=2) == [(True, True)] * 5
+
+
+def test_with_nothing_for_a_worker_the_driver_makes_prefetch_batches_ahead_and_runs_them_in_order(
+    monkeypatch,
+):
+    events: list[str] = []
+    ds = Dataset(20, ExecLazy, preloaded=(np.arange(40.0).reshape(20, 2), np.arange(20)))
+    batch_at = Dataset._batch_at
+
+    def making(self, positions, ctx=None):
+        events.append(f"make {positions[0] // 4}")
+        return batch_at(self, positions, ctx)
+
+    monkeypatch.setattr(Dataset, "_batch_at", making)
+
+    def step(batch):
+        events.append(f"step {batch.indices[0] // 4}")
+        return batch
+
+    p = ds.p.init_variable("n", 0).update_variable("n", 1).apply(step)  # driver steps only
+    # as many batches at a time as fit in INLINE_BYTES, at most MAX_CHUNK: all five here
+    list(p.gen_batch(4, prefetch=2))
+    assert events == [*(f"make {k}" for k in range(5)), *(f"step {k}" for k in range(5))]
+    events.clear()
+    monkeypatch.setattr(executors, "MAX_CHUNK", 2)  # then prefetch=3 makes three at a time
+    before = fpipe_worker_threads()
+    with p.iterate(4, prefetch=3) as it:
+        for k, batch in enumerate(it):
+            assert batch.indices.tolist() == list(range(4 * k, 4 * k + 4))
+            assert it.get_state().iteration == k + 1  # the position follows the batches out
+        assert fpipe_worker_threads() == before
+    assert events == [
+        *("make 0", "make 1", "make 2", "step 0", "step 1", "step 2"),
+        *("make 3", "make 4", "step 3", "step 4"),
+    ]
+    events.clear()
+    list(p.gen_batch(4))  # sequential: one batch at a time
+    assert events[:4] == ["make 0", "step 0", "make 1", "step 1"]
