@@ -298,12 +298,8 @@ class ThreadExecutor(_ByConfig, Executor):
         A run with no pure step to hand a worker, over small rows, runs on the driver.
         """
         prepared = Prepared.of(job, run, job.profile)
-        batch_bytes = _row_bytes(job.dataset) * (run.batch_size or 1)
-        if prepared.prefix == 0 and batch_bytes < INLINE_BYTES:
-            # the driver makes the batches: as many at a time as fit in INLINE_BYTES (at
-            # most MAX_CHUNK), so that making them runs with the CPU caches warm
-            ahead = min(MAX_CHUNK, INLINE_BYTES // max(batch_bytes, 1))
-            return _DriverSession(max(self.window, ahead))
+        if prepared.prefix == 0 and _row_bytes(job.dataset) * (run.batch_size or 1) < INLINE_BYTES:
+            return _DriverSession(max(self.window, driver_ahead(job.dataset, run.batch_size)))
         return _ThreadSession(job, prepared, self.workers, self.window)
 
     def _config(self) -> tuple[Any, ...]:
@@ -321,6 +317,19 @@ class ThreadExecutor(_ByConfig, Executor):
 # several in a row: between two steps of a model (a Keras step evicts the driver's Python
 # from the CPU caches) making one batch costs several times what it costs in a row.
 INLINE_BYTES = 1 << 20
+
+
+def driver_ahead(dataset: Any, batch_size: int | None) -> int:
+    """How many batches the driver of a prefetch run with nothing for a worker makes in
+    a row before it runs their steps: as many as hold INLINE_BYTES of preloaded rows, at
+    most MAX_CHUNK.
+
+    Making a batch between two heavy steps (a Keras step leaves TensorFlow's data in the
+    CPU caches) costs several times what it costs in a row; the steps still run one
+    batch at a time, in batch order.
+    """
+    batch_bytes = _row_bytes(dataset) * (batch_size or 1)
+    return max(1, min(MAX_CHUNK, INLINE_BYTES // max(batch_bytes, 1)))
 
 
 def _row_bytes(dataset: Any) -> int:

@@ -444,25 +444,8 @@ class _Engine:
         steps = self.program.stages[0]
         run, dataset = self.run, self.dataset
         source = self.plan.coordinates(self.start)
-        session = None
         profiler, marks = self.profiler, self.marks
-        if self.executor is not None:
-            job = Job(
-                self.pipeline.steps,
-                dataset.batch_class,
-                dataset,
-                self.plan.seed,
-                run.config,
-                profile=profiler.workers if profiler is not None else None,
-            )
-            session = self.executor.open(job, run)  # this run's workers: executors are shared
-            if session.inline:  # nothing for a worker to do: the driver makes the batches
-                session.close()
-                if session.window > 1:
-                    yield from self._made_ahead(steps, source, session.window)
-                    return
-                session = None
-        if session is None:
+        if self.executor is None:  # sequential: each batch made when it is due
             batch_at = dataset._batch_at
             run_first: Any = self._watched  # the first batch runs step by step
             for epoch, in_epoch, after, positions in source:
@@ -479,6 +462,19 @@ class _Engine:
                     yield out
                 elif marks:  # a watched run sees every batch of the plan
                     yield SKIPPED
+            return
+        job = Job(
+            self.pipeline.steps,
+            dataset.batch_class,
+            dataset,
+            self.plan.seed,
+            run.config,
+            profile=profiler.workers if profiler is not None else None,
+        )
+        session = self.executor.open(job, run)  # this run's workers: executors are shared
+        if session.inline:  # nothing for a worker to do: the driver makes the batches
+            session.close()
+            yield from self._made_ahead(steps, source, session.window)
             return
         # An error after this stage (a rebatch, a driver step) leaves this generator
         # suspended, kept by the traceback: the run's end stops the workers all the same.
@@ -509,14 +505,10 @@ class _Engine:
             session.close(wait=wait)
 
     def _made_ahead(self, steps: Any, source: Iterator[Any], ahead: int) -> Iterator[Batch]:
-        """The sequential loop, with the driver making (and gathering) ``ahead`` batches
-        at a time before it runs their steps one by one.
-
-        For ``prefetch=N`` runs with nothing to hand a worker: between two model steps
-        (a Keras step evicts what the driver's Python had in the CPU caches) making one
-        batch costs several times what making N in a row costs each. Only the making is
-        early: the steps run in batch order, and the position advances per batch.
-        """
+        """The batches of a prefetch run with nothing for a worker: the driver makes them
+        ``ahead`` at a time, gathered (see :func:`fpipe.executors.driver_ahead`), then
+        runs each batch's steps, one batch at a time in batch order; the position
+        advances batch by batch."""
         batch_at = self.dataset._batch_at
         run_first: Any = self._watched  # the first batch runs step by step
         marks = self.marks

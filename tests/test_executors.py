@@ -985,5 +985,5 @@ def test_with_nothing_for_a_worker_the_driver_makes_prefetch_batches_ahead_and_r
         *("make 3", "make 4", "step 3", "step 4"),
     ]
     events.clear()
-    list(p.gen_batch(4))  # sequential: one batch at a time
+    list(p.gen_batch(4))  # sequential: each batch made when it is due
     assert events[:4] == ["make 0", "step 0", "make 1", "step 1"]
