@@ -8,7 +8,8 @@ Five sides, one pass over the data each, taking turns in rotating order (``_side
 - ``loop add``: it also adds a constant 10 times (a new array each time);
 - ``fpipe``: a pipeline without actions (making batches: the fixed cost);
 - ``fpipe identity``: 10 actions that return ``self`` (the pure cost of dispatching a step);
-- ``fpipe add``: 10 actions returning ``self.replace(x=self.x + k)``.
+- ``fpipe add``: 10 actions returning ``self.replace(x=self.x + k)``;
+- ``fpipe add C``: the same with ``k=C("k")``, a named expression read from the config.
 
 Every figure is computed within a round, from sides that ran back to back, and given as
 the median over the rounds with its range:
@@ -16,7 +17,8 @@ the median over the rounds with its range:
 - fixed per batch: ``fpipe`` minus ``loop``;
 - marginal per ``add`` action: (``fpipe add`` minus ``loop add``) minus the fixed cost,
   over 10: what one more action adds beyond its numpy op;
-- marginal per ``identity`` action: (``fpipe identity`` minus ``fpipe``) over 10.
+- marginal per ``identity`` action: (``fpipe identity`` minus ``fpipe``) over 10;
+- per named-expression argument: (``fpipe add C`` minus ``fpipe add``) over 10.
 
     python benchmarks/bench_overhead.py [--repeat 15]
 """
@@ -35,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _sides import take_turns
 
-from fpipe import Batch, Dataset, Pipeline, action
+from fpipe import Batch, C, Dataset, Pipeline, action
 
 N_ITEMS, N_FEATURES, BATCH, N_ACTIONS = 50_000, 32, 64, 10
 
@@ -85,6 +87,7 @@ def main() -> None:
         "fpipe": Pipeline() << ds,
         "fpipe identity": (Pipeline().identity() * N_ACTIONS) << ds,
         "fpipe add": (Pipeline().add(1.0) * N_ACTIONS) << ds,
+        "fpipe add C": (Pipeline({"k": 1.0}).add(C("k")) * N_ACTIONS) << ds,
     }
     n_batches = baseline(x, 0)
     assert all(with_fpipe(p) == n_batches for p in pipelines.values())  # and warms up
@@ -99,6 +102,7 @@ def main() -> None:
     fixed = [per["fpipe"][r] - per["loop"][r] for r in rounds]
     add = [(per["fpipe add"][r] - per["loop add"][r] - fixed[r]) / N_ACTIONS for r in rounds]
     ident = [(per["fpipe identity"][r] - per["fpipe"][r]) / N_ACTIONS for r in rounds]
+    expr = [(per["fpipe add C"][r] - per["fpipe add"][r]) / N_ACTIONS for r in rounds]
     ratio = [per["fpipe add"][r] / per["loop add"][r] for r in rounds]
 
     print(
@@ -111,6 +115,7 @@ def main() -> None:
     print(f"[fixed] overhead per batch: {spread(fixed)}")
     print(f"[add] overhead per action per batch: {spread(add)}")
     print(f"[identity] overhead per action per batch: {spread(ident)}")
+    print(f"[expression] overhead per argument per batch: {spread(expr)}")
     print(
         f"ratio fpipe add/loop add: {statistics.median(ratio):.3f} (median of rounds, "
         f"range {min(ratio):.3f} to {max(ratio):.3f})"

@@ -22,12 +22,12 @@ def test_overhead_benchmark_runs_and_reports_per_action_overhead():
         check=True,
     ).stdout
     figures = re.findall(
-        r"^\[(fixed|add|identity)\] overhead per (?:action per )?batch: +(-?[\d.]+) us "
-        r"\(range -?[\d.]+ to -?[\d.]+\)$",
+        r"^\[(fixed|add|identity|expression)\] overhead per (?:action per |argument per )?"
+        r"batch: +(-?[\d.]+) us \(range -?[\d.]+ to -?[\d.]+\)$",
         out,
         re.M,
     )
-    assert [name for name, _ in figures] == ["fixed", "add", "identity"], out
+    assert [name for name, _ in figures] == ["fixed", "add", "identity", "expression"], out
     assert all(float(value) < 1000 for _, value in figures), out  # sanity, not a speed test
     assert re.search(r"^ratio fpipe add/loop add: [\d.]+ \(median of rounds", out, re.M), out
 
