@@ -36,20 +36,17 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 from pyrsistent import pmap
 
-from .algebra import PipelineValue
 from .batch import Batch
 from .dataset import Dataset
-from .env import Environment
 from .errors import FpipeError, did_you_mean
 from .executors import Executor
 from .iterator import PipelineIterator
 from .plan import BatchPlan, IterState
 from .progress import EpochEnd, as_bar
+from .records import RunRecords
 
 if TYPE_CHECKING:
     from .checkpoint import Checkpoint
-    from .plot import History
-    from .profile import Profile
 
 __all__ = ["RUN_DEFAULTS", "Pipeline"]
 
@@ -121,6 +118,40 @@ def _count(what: str, name: str, value: Any, *, optional: bool, hint: str) -> No
         )
     if value <= 0:
         raise ValueError(f"{what}(): {name} must be positive, got {value}; {hint}")
+
+
+def _merged_run_args(
+    stored: Mapping[str, Any] | None,
+    dataset: Dataset | None,
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any] | None,
+    what: str,
+) -> dict[str, Any]:
+    """Run arguments ``args`` (in RUN_ORDER) and ``kwargs`` over the ``stored`` ones (of
+    ``run(..., lazy=True)``) over the defaults, checked."""
+    if len(args) > len(RUN_ORDER):
+        raise TypeError(f"too many positional arguments; the order is {', '.join(RUN_ORDER)}")
+    given = dict(zip(RUN_ORDER, args, strict=False))
+    for key, value in (kwargs or {}).items():
+        if key not in RUN_DEFAULTS:
+            raise TypeError(
+                f"unknown run argument {key!r}.{did_you_mean(key, RUN_DEFAULTS)} "
+                f"Run arguments: {', '.join(RUN_DEFAULTS)}"
+            )
+        if key in given:
+            raise TypeError(f"run argument {key!r} given twice")
+        given[key] = value
+    given = {k: v for k, v in given.items() if not isinstance(v, _Default)}
+    if given.get("batch_size", 0) is None:
+        del given["batch_size"]
+    merged = {**RUN_DEFAULTS, **dict(stored or {}), **given}
+    if merged["batch_size"] is None:
+        raise TypeError(
+            "batch_size is required: pass it, e.g. `run(32)`, or store the run arguments "
+            "first with `run(32, ..., lazy=True)`"
+        )
+    _check_run_args(merged, dataset, what)
+    return merged
 
 
 def _check_run_args(params: Mapping[str, Any], dataset: Dataset | None, what: str) -> None:
@@ -196,7 +227,7 @@ def _check_run_args(params: Mapping[str, Any], dataset: Dataset | None, what: st
 _EXECUTORS = ("threads", "processes", "sequential")
 
 
-class Pipeline(PipelineValue):
+class Pipeline(RunRecords):
     """A lazy, immutable description of batch processing; see the module docs.
 
     >>> import numpy as np
@@ -209,10 +240,7 @@ class Pipeline(PipelineValue):
     (True, True)
     """
 
-    # The records of the run that returned this pipeline (its profile, its history for
-    # plot()): never part of the value. ==, hash and pickling ignore them, and a
-    # pipeline derived from this one (every method) has none.
-    __slots__ = ("_history", "_profile")
+    __slots__ = ()
 
     # -- run arguments --------------------------------------------------------------------
     def _run_args(
@@ -223,29 +251,7 @@ class Pipeline(PipelineValue):
     ) -> dict[str, Any]:
         """The run arguments: stored ones (``run(..., lazy=True)``) under given ones,
         checked (``what`` names the method in the messages)."""
-        if len(args) > len(RUN_ORDER):
-            raise TypeError(f"too many positional arguments; the order is {', '.join(RUN_ORDER)}")
-        given = dict(zip(RUN_ORDER, args, strict=False))
-        for key, value in (kwargs or {}).items():
-            if key not in RUN_DEFAULTS:
-                raise TypeError(
-                    f"unknown run argument {key!r}.{did_you_mean(key, RUN_DEFAULTS)} "
-                    f"Run arguments: {', '.join(RUN_DEFAULTS)}"
-                )
-            if key in given:
-                raise TypeError(f"run argument {key!r} given twice")
-            given[key] = value
-        given = {k: v for k, v in given.items() if not isinstance(v, _Default)}
-        if given.get("batch_size", 0) is None:
-            del given["batch_size"]
-        merged = {**RUN_DEFAULTS, **dict(self._lazy or {}), **given}
-        if merged["batch_size"] is None:
-            raise TypeError(
-                "batch_size is required: pass it, e.g. `run(32)`, or store the run arguments "
-                "first with `run(32, ..., lazy=True)`"
-            )
-        _check_run_args(merged, self._dataset, what)
-        return merged
+        return _merged_run_args(self._lazy, self._dataset, args, kwargs, what)
 
     def _plan(self, params: Mapping[str, Any], what: str = "cannot run") -> BatchPlan:
         """The batching plan of a run with ``params`` over the linked dataset."""
@@ -277,16 +283,6 @@ class Pipeline(PipelineValue):
             profile=params.get("profile", False),
             **extra,
         )
-
-    def _with_run(
-        self, env: Environment, profile: Profile | None, history: History | None
-    ) -> Pipeline:
-        """This pipeline holding ``env``, the final environment of a run of it, and the
-        run's records (not part of the value: see ``__slots__``)."""
-        out = self._with_env(env)
-        object.__setattr__(out, "_profile", profile)
-        object.__setattr__(out, "_history", history)
-        return out
 
     def _require_dataset(self, what: str) -> Dataset:
         if self._dataset is None:
@@ -510,51 +506,6 @@ class Pipeline(PipelineValue):
         params = self._run_args(args, {"seed": seed, "executor": executor}, "epochs")
         params.update(_watch_args(bar, profile, "epochs"))
         return _epoch_results(self._iterator(params, epochs=True))
-
-    # -- what a run recorded ----------------------------------------------------------------
-    @property
-    def profile(self) -> Profile:
-        """Where the time of the run that returned this pipeline went, step by step
-        (:class:`~fpipe.profile.Profile`): a record of that run, not part of the value.
-
-        >>> from fpipe import Dataset
-        >>> Dataset(4).p.apply(lambda b: b).run(2, profile=True).profile.step("0").calls
-        2
-        """
-        profile = getattr(self, "_profile", None)
-        if profile is None:
-            raise FpipeError(
-                "this pipeline has no profile: only the pipeline that run(..., "
-                "profile=True) (or epochs(..., profile=True)) returns has one. A profile is "
-                "a record of the run, not part of the pipeline's value, so a pipeline "
-                "derived from a result, copied or unpickled has none; "
-                "iterate(..., profile=True) gives iterator.profile."
-            )
-        return profile
-
-    def plot(
-        self, *names: str, per: str = "batch", smooth: float | None = None, ax: Any = None
-    ) -> Any:
-        """Draw variables of the run that returned this pipeline over its batches, or
-        per epoch (``per="epoch"``); return the matplotlib Figure (needs matplotlib, the
-        ``plot`` extra). See :func:`fpipe.plot.plot_variables` for ``smooth`` and ``ax``.
-
-        >>> from fpipe import Dataset
-        >>> p = Dataset(6).p.init_variable("n", []).update_variable("n", lambda b: len(b), mode="a")
-        >>> fig = p.run(4).plot("n")
-        >>> fig.axes[0].lines[0].get_ydata().tolist()
-        [4.0, 2.0]
-        """
-        from .plot import plot_variables
-
-        env = self.result_env
-        if env is None:
-            raise FpipeError(
-                "plot(): this pipeline holds no run's results; plot what a run returns, "
-                "e.g. `pipeline.run(32).plot('loss')`"
-            )
-        history = getattr(self, "_history", None)
-        return plot_variables(env.variables, names, history, per=per, smooth=smooth, ax=ax)
 
     @staticmethod
     def _next_of(owner: object, pipeline: Pipeline, params: dict[str, Any]) -> Batch:

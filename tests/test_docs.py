@@ -27,6 +27,15 @@ def test_every_page_is_linked_from_the_index():
             assert f"({page.name})" in index, f"docs/index.md does not link {page.name}"
 
 
+def test_every_module_is_in_the_index_table_of_where_the_code_lives():
+    index = (ROOT / "docs" / "index.md").read_text()
+    table = index[index.index("## Where the code lives") :]
+    modules = [p.stem for p in (ROOT / "fpipe").glob("*.py") if p.stem != "__init__"]
+    packages = [p.parent.name for p in (ROOT / "fpipe").glob("*/__init__.py")]
+    missing = [m for m in [*modules, *packages] if f"`fpipe.{m}`" not in table]
+    assert not missing, f"docs/index.md's table of modules lacks {missing}"
+
+
 def test_the_readme_has_exactly_two_commands():
     commands = re.findall(r"^```bash\n(.*?)^```$", (ROOT / "README.md").read_text(), re.S | re.M)
     assert [c.strip() for c in commands] == ["bash scripts/example.sh", "bash scripts/test.sh"]
