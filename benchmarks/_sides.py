@@ -11,6 +11,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
+from typing import Any
 
 
 def take_turns(sides: dict[str, Callable[[], object]], repeat: int) -> dict[str, list[float]]:
@@ -39,3 +40,21 @@ def report(times: dict[str, list[float]], steps: int, baseline: str = "loop") ->
             f"ratio {name}/{baseline}: {rate[name] / rate[baseline]:.3f} "
             f"(best rounds), {paired:.3f} (median of rounds)"
         )
+
+
+def spread(values: list[float], digits: int = 2, width: int = 0, unit: str = " us") -> str:
+    """The median of ``values`` and their range: ``1.23 us (range 1.10 to 1.50)``."""
+    return (
+        f"{statistics.median(values):{width}.{digits}f}{unit} "
+        f"(range {min(values):.{digits}f} to {max(values):.{digits}f})"
+    )
+
+
+def consume(pipeline: Any, batch_size: int) -> int:
+    """Iterate over a pipeline's batches as a consumer would: read each batch's ``x``
+    (a batch may gather it lazily); return the number of batches."""
+    n = 0
+    for batch in pipeline.gen_batch(batch_size):
+        batch.x  # noqa: B018  the consumer reads the rows
+        n += 1
+    return n

@@ -31,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _sides import take_turns
+from _sides import consume, spread, take_turns
 
 from fpipe import B, Batch, C, Dataset, I, Pipeline, V, action
 
@@ -44,21 +44,6 @@ class Cols(Batch):
     @action
     def take(self, *values):
         return self
-
-
-def run(pipeline: Pipeline) -> int:
-    n = 0
-    for batch in pipeline.gen_batch(BATCH):
-        batch.x  # noqa: B018  the consumer reads the rows (a batch may gather them lazily)
-        n += 1
-    return n
-
-
-def spread(values: list[float], unit: str = " us", digits: int = 3) -> str:
-    return (
-        f"{statistics.median(values):.{digits}f}{unit} "
-        f"(range {min(values):.{digits}f} to {max(values):.{digits}f})"
-    )
 
 
 def main() -> None:
@@ -82,10 +67,10 @@ def main() -> None:
         "C * 2": Pipeline().take(*(C(k) * 2 for k in keys)),
     }
     linked = {name: (p << config) << ds for name, p in pipelines.items()}
-    n_batches = run(linked["plain"])
-    assert all(run(p) == n_batches for p in linked.values())  # and warms up
+    n_batches = consume(linked["plain"], BATCH)
+    assert all(consume(p, BATCH) == n_batches for p in linked.values())  # and warms up
     sides: dict[str, Callable[[], object]] = {
-        name: (lambda p=p: run(p)) for name, p in linked.items()
+        name: (lambda p=p: consume(p, BATCH)) for name, p in linked.items()
     }
     times = take_turns(sides, args.repeat)
     per = {name: [t / n_batches * 1e6 for t in ts] for name, ts in times.items()}  # us/batch
@@ -105,8 +90,8 @@ def main() -> None:
         ratio = [per[name][r] / per["plain"][r] for r in rounds]
         costs[name] = statistics.median(extra)
         print(
-            f"[{name}] per expression argument per batch: {spread(extra)}; ratio "
-            f"{name}/plain: {spread(ratio, unit='', digits=2)} (median of rounds)"
+            f"[{name}] per expression argument per batch: {spread(extra, digits=3)}; ratio "
+            f"{name}/plain: {spread(ratio, unit='')} (median of rounds)"
         )
     worst = max(costs, key=costs.__getitem__)
     print(f"per expression argument per batch: {costs[worst]:.3f} us (the costliest kind, {worst})")

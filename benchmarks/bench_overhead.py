@@ -35,7 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _sides import take_turns
+from _sides import consume, spread, take_turns
 
 from fpipe import Batch, C, Dataset, Pipeline, action
 
@@ -64,19 +64,6 @@ def baseline(x: np.ndarray, n_actions: int) -> int:
     return n
 
 
-def with_fpipe(pipeline: Pipeline) -> int:
-    n = 0
-    for batch in pipeline.gen_batch(BATCH):
-        batch.x  # noqa: B018  the consumer reads the rows (a batch may gather them lazily)
-        n += 1
-    return n
-
-
-def spread(values: list[float]) -> str:
-    """The median of ``values`` and their range, in us."""
-    return f"{statistics.median(values):6.2f} us (range {min(values):.2f} to {max(values):.2f})"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeat", type=int, default=15, help="rounds (each side once a round)")
@@ -90,12 +77,12 @@ def main() -> None:
         "fpipe add C": (Pipeline({"k": 1.0}).add(C("k")) * N_ACTIONS) << ds,
     }
     n_batches = baseline(x, 0)
-    assert all(with_fpipe(p) == n_batches for p in pipelines.values())  # and warms up
+    assert all(consume(p, BATCH) == n_batches for p in pipelines.values())  # and warms up
     sides: dict[str, Callable[[], object]] = {
         "loop": lambda: baseline(x, 0),
         "loop add": lambda: baseline(x, N_ACTIONS),
     }
-    sides.update({name: (lambda p=p: with_fpipe(p)) for name, p in pipelines.items()})
+    sides.update({name: (lambda p=p: consume(p, BATCH)) for name, p in pipelines.items()})
     times = take_turns(sides, args.repeat)
     per = {name: [t / n_batches * 1e6 for t in ts] for name, ts in times.items()}  # us/batch
     rounds = range(args.repeat)
@@ -111,11 +98,11 @@ def main() -> None:
     )
     width = max(map(len, per))
     for name, values in per.items():
-        print(f"{name:{width}s}: {spread(values)} per batch")
-    print(f"[fixed] overhead per batch: {spread(fixed)}")
-    print(f"[add] overhead per action per batch: {spread(add)}")
-    print(f"[identity] overhead per action per batch: {spread(ident)}")
-    print(f"[expression] overhead per argument per batch: {spread(expr)}")
+        print(f"{name:{width}s}: {spread(values, width=6)} per batch")
+    print(f"[fixed] overhead per batch: {spread(fixed, width=6)}")
+    print(f"[add] overhead per action per batch: {spread(add, width=6)}")
+    print(f"[identity] overhead per action per batch: {spread(ident, width=6)}")
+    print(f"[expression] overhead per argument per batch: {spread(expr, width=6)}")
     print(
         f"ratio fpipe add/loop add: {statistics.median(ratio):.3f} (median of rounds, "
         f"range {min(ratio):.3f} to {max(ratio):.3f})"
