@@ -468,7 +468,8 @@ def test_to_tf_dataset_components_and_explicit_signature(stream_ds):
         stream_ds.p.to_tf_dataset(10, components=[1])
 
 
-def test_keras_fit_trains_from_a_pipeline(stream_ds):
+def small_classifier():
+    """A seeded one-layer Keras classifier of the stream's images."""
     keras.utils.set_random_seed(0)
     net = keras.Sequential(
         [
@@ -478,6 +479,11 @@ def test_keras_fit_trains_from_a_pipeline(stream_ds):
         ]
     )
     net.compile(keras.optimizers.Adam(0.05), "sparse_categorical_crossentropy")
+    return net
+
+
+def test_keras_fit_trains_from_a_pipeline(stream_ds):
+    net = small_classifier()
     ds = stream_ds.p.normalize().to_tf_dataset(20, shuffle=True, seed=1)
     assert int(ds.cardinality()) == 5  # from the batching plan: Keras knows an epoch's end
     history = net.fit(ds, epochs=8, verbose=0, shuffle=False)  # fpipe shuffles
@@ -616,15 +622,7 @@ def test_the_generator_path_stacks_small_batches_of_one_shape_and_sends_big_ones
 
 
 def test_keras_fit_trains_on_the_fast_path(stream_ds):
-    keras.utils.set_random_seed(0)
-    net = keras.Sequential(
-        [
-            keras.Input((SIDE, SIDE, 1)),
-            keras.layers.Flatten(),
-            keras.layers.Dense(N_CLASSES, activation="softmax"),
-        ]
-    )
-    net.compile(keras.optimizers.Adam(0.05), "sparse_categorical_crossentropy")
+    net = small_classifier()
     ds = stream_ds.p.to_tf_dataset(20, shuffle=True, seed=1)
     history = net.fit(ds, epochs=8, verbose=0, shuffle=False)  # fpipe shuffles
     losses = history.history["loss"]
