@@ -187,10 +187,13 @@ def _duration(seconds: float | None) -> str:
     """A duration in a readable unit: ``_duration(0.0123)`` is ``'12.3 ms'``."""
     if seconds is None:
         return "-"
+    if seconds >= 1000:
+        return f"{seconds:.0f} s"
     for unit, scale in (("s", 1.0), ("ms", 1e-3)):
-        if seconds >= scale:
-            return f"{seconds / scale:.3g} {unit}" if seconds < 1000 * scale else f"{seconds:.0f} s"
-    return f"{seconds / 1e-6:.3g} us"
+        value = float(f"{seconds / scale:.3g}")  # rounded first: 0.9996 s is 1 s, not 1e+03 ms
+        if value >= 1:
+            return f"{value:g} {unit}"
+    return f"{float(f'{seconds / 1e-6:.3g}'):g} us"
 
 
 def _shorten(text: str, width: int) -> str:

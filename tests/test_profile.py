@@ -261,3 +261,20 @@ def test_an_error_in_a_step_still_leaves_the_steps_timings_correct():
     with pytest.raises(Exception, match="boom"):
         list(it)
     assert [s.calls for s in it.profile.steps] == [3, 3]
+
+
+def test_durations_read_in_the_unit_their_rounded_value_fits():
+    from fpipe.profile import _duration
+
+    cases = {
+        0.9996: "1 s",  # not "1e+03 ms"
+        0.0009996: "1 ms",
+        9.9996e-7: "1 us",
+        0.0123: "12.3 ms",
+        0.000123456: "123 us",
+        999.7: "1000 s",
+        1234.5: "1234 s",
+        5e-7: "0.5 us",
+        None: "-",
+    }
+    assert {s: _duration(s) for s in cases} == cases
