@@ -2,7 +2,8 @@
 
 Each batch holds 16 items of a preloaded 2,048 x 96 x 96 float32 array and goes through
 three pure actions whose numpy calls release the GIL (an affine map, a matrix product
-per item, ``tanh``); the consumer only reads one number of each batch. Sides, in one
+per item, ``tanh``); the consumer only reads one number of each batch and, like the
+loop, keeps nothing while the next batch is made. Sides, in one
 process, all on the same batches (the ids of one fpipe batching plan):
 
 - ``loop``: the plain sequential loop, ``x[ids]`` then the three numpy steps;
@@ -101,6 +102,7 @@ def through_fpipe(pipeline: Pipeline, batches: int, prefetch: int) -> float:
     total = 0.0
     for b in pipeline.gen_batch(BATCH, shuffle=3, n_iters=batches, prefetch=prefetch):
         total += float(b.x[0, 0, 0])
+        del b  # as the loop, keep no batch while the next one is made
     return total
 
 

@@ -166,8 +166,10 @@ def work(job: Job, task: Task, local: Prepared | None = None) -> tuple[Any, int,
     ctx = BatchContext(local.run, task.epoch, task.iteration, task.batch_in_epoch)
     mark = rng.global_mark() if first else None
     try:
-        batch = job.dataset._batch_at(task.positions, ctx)
-        out = run_compiled(local.stage, batch, ctx, 0, local.prefix)
+        # the batch is handed over, not kept here: its rows go once the steps replace them
+        out = run_compiled(
+            local.stage, job.dataset._batch_at(task.positions, ctx), ctx, 0, local.prefix
+        )
         # the batch leaves fully made: gathering a component does not fall to the driver
         result: tuple[Any, int] = (out._with_ctx(None)._gather_all(), local.prefix)
     except SkipBatch:

@@ -460,6 +460,8 @@ class _Engine:
                 self.at = (epoch, in_epoch, after)
                 if out is not None:
                     yield out
+                    # the consumer has it: not kept while the next batch is made
+                    out = None
                 elif marks:  # a watched run sees every batch of the plan
                     yield SKIPPED
             return
@@ -492,8 +494,10 @@ class _Engine:
         try:
             for at, (batch, position, drew_globally) in results:
                 out = self._finish(at, batch, position, drew_globally)
+                batch = None
                 if out is not None:
                     yield out
+                    out = None  # not kept while the next batch is finished
                 elif marks:
                     yield SKIPPED
             wait = True
@@ -534,6 +538,7 @@ class _Engine:
                 self.at = at
                 if out is not None:
                     yield out
+                    out = None  # not kept while the next batch runs
                 elif marks:  # a watched run sees every batch of the plan
                     yield SKIPPED
 

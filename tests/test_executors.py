@@ -6,6 +6,7 @@ import gc
 import os
 import threading
 import time
+import weakref
 from collections import Counter
 from pathlib import Path
 
@@ -987,3 +988,75 @@ def test_with_nothing_for_a_worker_the_driver_makes_prefetch_batches_ahead_and_r
     events.clear()
     list(p.gen_batch(4))  # sequential: each batch made when it is due
     assert events[:4] == ["make 0", "step 0", "make 1", "step 1"]
+
+
+# -- no batch outlives its use ------------------------------------------------------------
+# Weak references to arrays the run has finished with; the probes below look at them from
+# inside a later step (a step that runs while the run may still, wrongly, hold them).
+OUTPUTS: list = []  # the `x` of each output batch the consumer was given, then dropped
+INPUTS: dict = {}  # per batch (its first id): the rows its first step read
+
+
+class ExecHeld(Batch):
+    components = ("x",)
+
+    @action
+    def remember_rows(self):
+        """Pure: notes the gathered rows it reads, then replaces them."""
+        INPUTS[int(self.indices[0])] = weakref.ref(self.x)
+        return self.replace(x=self.x + 1.0)
+
+    @action
+    def rows_gone(self):
+        """Pure: the rows `remember_rows` replaced must be gone by now."""
+        alive = INPUTS.pop(int(self.indices[0]))() is not None
+        return self.replace(x=np.where(alive, -1.0, self.x))
+
+    @action(use_lock="held_lock")
+    def earlier_outputs_gone(self):
+        """On the driver: every output batch the consumer dropped must be gone."""
+        alive = sum(ref() is not None for ref in OUTPUTS)
+        return self.replace(x=np.where(alive, -1.0, self.x))
+
+
+def _held_dataset():
+    return Dataset(24, ExecHeld, preloaded=np.arange(48.0).reshape(24, 2))
+
+
+@pytest.mark.parametrize(
+    ("steps", "prefetch"),
+    [
+        (("earlier_outputs_gone",), 0),  # sequential
+        (("earlier_outputs_gone",), 2),  # nothing for a worker: made ahead on the driver
+        (("remember_rows", "earlier_outputs_gone"), 2),  # a worker, then the driver
+    ],
+)
+def test_the_run_keeps_no_output_batch_the_consumer_dropped(steps, prefetch):
+    p = _held_dataset().p
+    for name in steps:
+        p = getattr(p, name)()
+    OUTPUTS.clear()
+    gc.disable()  # reference counts alone must free them
+    try:
+        n = 0
+        for batch in p.gen_batch(4, prefetch=prefetch):
+            assert (batch.x >= 0).all(), f"batch {n}: a batch given out before is still held"
+            OUTPUTS.append(weakref.ref(batch.x))
+            del batch
+            n += 1
+    finally:
+        gc.enable()
+        OUTPUTS.clear()
+    assert n == 6
+
+
+@pytest.mark.parametrize("prefetch", [0, 2])
+def test_the_rows_a_step_replaced_are_freed_before_the_next_step_runs(prefetch):
+    INPUTS.clear()
+    gc.disable()
+    try:
+        out = list(_held_dataset().p.remember_rows().rows_gone().gen_batch(4, prefetch=prefetch))
+    finally:
+        gc.enable()
+    assert len(out) == 6
+    assert all((b.x >= 0).all() for b in out), "a batch's replaced rows stayed alive"
