@@ -300,7 +300,7 @@ class ThreadExecutor(_ByConfig, Executor):
         A run with no pure step to hand a worker, over small rows, runs on the driver.
         """
         prepared = Prepared.of(job, run, job.profile)
-        if prepared.prefix == 0 and _row_bytes(job.dataset) * (run.batch_size or 1) < INLINE_BYTES:
+        if prepared.prefix == 0 and small_batches(job.dataset, run.batch_size):
             return _DriverSession(max(self.window, driver_ahead(job.dataset, run.batch_size)))
         return _ThreadSession(job, prepared, self.workers, self.window)
 
@@ -332,6 +332,11 @@ def driver_ahead(dataset: Any, batch_size: int | None) -> int:
     """
     batch_bytes = _row_bytes(dataset) * (batch_size or 1)
     return max(1, min(MAX_CHUNK, INLINE_BYTES // max(batch_bytes, 1)))
+
+
+def small_batches(dataset: Any, batch_size: int | None) -> bool:
+    """Whether a batch's preloaded rows take under INLINE_BYTES."""
+    return _row_bytes(dataset) * (batch_size or 1) < INLINE_BYTES
 
 
 def _row_bytes(dataset: Any) -> int:

@@ -28,7 +28,7 @@ from . import rng
 from .batch import Batch, SkipBatch
 from .env import Environment
 from .errors import FpipeError, GlobalRandomWarning, PipelineDefinitionError, did_you_mean
-from .executors import Job, Task, resolve_executor
+from .executors import Job, Task, driver_ahead, resolve_executor, small_batches
 from .interpreter import compile_program, run_compiled
 from .plan import BatchPlan
 from .plot import History
@@ -445,6 +445,9 @@ class _Engine:
         run, dataset = self.run, self.dataset
         source = self.plan.coordinates(self.start)
         profiler, marks = self.profiler, self.marks
+        if self.executor is None and self._ahead():  # a driver step first: made ahead
+            yield from self._made_ahead(steps, source, driver_ahead(dataset, self.plan.batch_size))
+            return
         if self.executor is None:  # sequential: each batch made when it is due
             batch_at = dataset._batch_at
             run_first: Any = self._watched  # the first batch runs step by step
@@ -508,25 +511,41 @@ class _Engine:
             results.close()  # cancels what is still pending
             session.close(wait=wait)
 
+    def _ahead(self) -> bool:
+        """Whether a sequential run makes its batches a few in a row, ahead of their steps,
+        as a prefetch run with nothing for a worker does: when its first step needs the
+        driver (a model, a lock, a variable) and its batches are small. Heavy driver steps
+        (a Keras step) leave the CPU caches cold, and making one batch between two of them
+        costs several times what it costs in a row."""
+        steps = self.program.stages[0]
+        return (
+            bool(steps)
+            and self.program.pure_prefix == 0
+            and small_batches(self.dataset, self.plan.batch_size)
+        )
+
     def _made_ahead(self, steps: Any, source: Iterator[Any], ahead: int) -> Iterator[Batch]:
         """The batches of a prefetch run with nothing for a worker: the driver makes them
         ``ahead`` at a time, gathered (see :func:`fpipe.executors.driver_ahead`), then
         runs each batch's steps, one batch at a time in batch order; the position
         advances batch by batch."""
-        batch_at = self.dataset._batch_at
+        batches_at = self.dataset._batches_at
         run_first: Any = self._watched  # the first batch runs step by step
         marks = self.marks
-        chunk: deque[tuple[tuple[int, int, int], BatchContext, Batch]] = deque()
         while True:
-            for epoch, in_epoch, after, positions in islice(source, ahead):
-                ctx = BatchContext(
-                    self.run_for(after <= self.present), epoch, after - 1, in_epoch - 1
+            ats, ctxs, positions = [], [], []
+            for epoch, in_epoch, after, rows in islice(source, ahead):
+                ats.append((epoch, in_epoch, after))
+                ctxs.append(
+                    BatchContext(
+                        self.run_for(after <= self.present), epoch, after - 1, in_epoch - 1
+                    )
                 )
-                chunk.append(
-                    ((epoch, in_epoch, after), ctx, batch_at(positions, ctx)._gather_all())
-                )
-            if not chunk:
+                positions.append(rows)
+            if not ats:
                 return
+            chunk = deque(zip(ats, ctxs, batches_at(positions, ctxs), strict=True))
+            del ats, ctxs, positions
             while chunk:  # popped: a batch the steps are done with is not kept here
                 at, ctx, batch = chunk.popleft()
                 try:

@@ -477,9 +477,8 @@ def test_a_run_frees_each_output_batch_once_the_consumer_drops_it():
         alive_then.append(int(b.y[0]))
         MADE.append(weakref.ref(b))
         del b
-    # while batch k is made, the consumer has dropped batches 0..k-1: at most the last
-    # one may still be held (by the stage that yielded it), never the first of the run
-    assert len(alive_then) == 5 and all(n <= 1 for n in alive_then), alive_then
+    # while batch k is made, the consumer has dropped batches 0..k-1: none is held
+    assert alive_then == [0] * 5
 
 
 def test_batches_own_their_ids_and_rows_and_read_the_right_items():
@@ -501,3 +500,29 @@ def test_prefetch_workers_give_the_batches_a_sequential_run_gives(executor):
     got = list(p.gen_batch(8, prefetch=2, executor=executor))
     assert got == expected
     assert all(np.array_equal(g.y, e.y) for g, e in zip(got, expected, strict=True))
+
+
+@pytest.mark.parametrize(
+    "ds",
+    [
+        wide(n=30, y_cols=2),  # a range index: the ids are the rows
+        Dataset(DatasetIndex(np.arange(100, 130)), DsWide, preloaded=wide(30, 2).preloaded),
+        wide(n=60, y_cols=2).split(0.5, shuffle=True, seed=2)[1],  # rows of another index
+        Dataset(30, DsWide),  # nothing preloaded
+    ],
+    ids=["range", "ids", "subset", "no-data"],
+)
+def test_batches_made_in_a_row_equal_the_batches_made_one_by_one(ds):
+    order = np.random.default_rng(0).permutation(len(ds))
+    positions = [order[:7], order[7:8], order[8:8], order[8:30]]
+    one_by_one = [ds._batch_at(p) for p in positions]
+    in_a_row = ds._batches_at(positions, [None] * len(positions))
+    assert in_a_row == one_by_one
+    for b in in_a_row:
+        for name in ("x", "y"):
+            value = getattr(b, name)
+            assert value is None or not value.flags.writeable
+        assert not b.indices.flags.writeable
+    if ds.preloaded:  # one gather for them all: each batch holds a slice of it
+        assert in_a_row[0].x.base is in_a_row[3].x.base is not None
+    assert ds._batches_at([], []) == []

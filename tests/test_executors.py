@@ -957,13 +957,18 @@ def test_with_nothing_for_a_worker_the_driver_makes_prefetch_batches_ahead_and_r
 ):
     events: list[str] = []
     ds = Dataset(20, ExecLazy, preloaded=(np.arange(40.0).reshape(20, 2), np.arange(20)))
-    batch_at = Dataset._batch_at
+    batch_at, batches_at = Dataset._batch_at, Dataset._batches_at
 
     def making(self, positions, ctx=None):
         events.append(f"make {positions[0] // 4}")
         return batch_at(self, positions, ctx)
 
+    def making_ahead(self, positions, ctxs):
+        events.extend(f"make {rows[0] // 4}" for rows in positions)
+        return batches_at(self, positions, ctxs)
+
     monkeypatch.setattr(Dataset, "_batch_at", making)
+    monkeypatch.setattr(Dataset, "_batches_at", making_ahead)
 
     def step(batch):
         events.append(f"step {batch.indices[0] // 4}")
@@ -986,7 +991,16 @@ def test_with_nothing_for_a_worker_the_driver_makes_prefetch_batches_ahead_and_r
         *("make 3", "make 4", "step 3", "step 4"),
     ]
     events.clear()
-    list(p.gen_batch(4))  # sequential: each batch made when it is due
+    list(p.gen_batch(4))  # sequential, a driver step first: made ahead as well
+    assert events[:5] == ["make 0", "make 1", "step 0", "step 1", "make 2"]
+    events.clear()
+    # a pure step first, or rows of more than INLINE_BYTES a batch: each batch is made
+    # when it is due
+    list(ds.p.apply(step).init_variable("n", 0).update_variable("n", 1).gen_batch(4))
+    assert events[:4] == ["make 0", "step 0", "make 1", "step 1"]
+    events.clear()
+    monkeypatch.setattr(executors, "INLINE_BYTES", 4 * 24)  # a batch holds 4 * 24 bytes
+    list(p.gen_batch(4))
     assert events[:4] == ["make 0", "step 0", "make 1", "step 1"]
 
 
