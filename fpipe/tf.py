@@ -200,15 +200,15 @@ def _gathered_dataset(
     passes = [0]
 
     def epoch_rows(k: np.ndarray, epoch: np.ndarray) -> tuple[np.int64, np.ndarray, np.ndarray]:
-        """Epoch ``epoch`` of pass ``k`` (epoch 0 opens a new pass): the pass, the
-        positions of the epoch's batches end to end, and where each batch starts (and
-        the last one ends)."""
+        """Epoch ``epoch`` of pass ``k`` (epoch 0 opens a new pass): the pass, and the
+        positions of the epoch's batches, one row per batch padded to the longest, with
+        each batch's length."""
         this = int(k)
         if int(epoch) == 0:
             this = passes[0]
             passes[0] += 1
         positions, bounds = _epoch(plan.reseeded(_pass_seed(plan.seed, this)), int(epoch))
-        return np.int64(this), positions, bounds
+        return (np.int64(this), *_padded(positions, bounds))
 
     plain = tf.autograph.experimental.do_not_convert  # plain tf ops: nothing to convert
     int64 = tf.int64
@@ -216,21 +216,19 @@ def _gathered_dataset(
     @plain
     def batch_rows(k: Any, epoch: Any) -> Any:
         # the scan carries the pass's number through its epochs
-        k, positions, bounds = tf.numpy_function(
+        k, rows, sizes = tf.numpy_function(
             epoch_rows, [k, epoch], (int64, int64, int64), stateful=True
         )
-        positions = tf.RaggedTensor.from_row_splits(
-            tf.reshape(positions, [-1]), tf.reshape(bounds, [-1]), validate=False
-        )
-        return tf.reshape(k, []), positions
+        rows = tf.reshape(rows, [tf.size(sizes), -1])
+        return tf.reshape(k, []), (rows, tf.reshape(sizes, [-1]))
 
     @plain
-    def gather(positions: Any) -> Any:
-        out = tuple(tf.gather(t, positions) for t in tensors)
+    def gather(rows: Any, size: Any) -> Any:
+        out = tuple(tf.gather(t, rows[:size]) for t in tensors)
         return out[0] if len(out) == 1 else out
 
     # Python runs once per epoch (to draw its order) and never per batch; the dataset has
-    # few functions, so that a pass (a Keras epoch) starts fast
+    # few functions and no ragged tensors, so that a pass (a Keras epoch) starts fast
     epochs = tf.data.Dataset.range(n_epochs) if n_epochs is not None else tf.data.Dataset.counter()
     batches = epochs.scan(tf.constant(-1, int64), batch_rows).unbatch()
     out = batches.map(gather).prefetch(tf.data.AUTOTUNE)
@@ -247,6 +245,20 @@ def _rows_of(dataset: Dataset) -> np.ndarray | None:
     if source is None:
         return None
     return np.asarray(source.get_pos(dataset._index.indices), dtype=np.int64)
+
+
+def _padded(positions: np.ndarray, bounds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Batches ``positions[bounds[i]:bounds[i + 1]]`` as the rows of one matrix, padded
+    with zeros to the longest, and each one's length.
+
+    >>> rows, sizes = _padded(np.arange(5), np.array([0, 2, 4, 5]))
+    >>> rows.tolist(), sizes.tolist()
+    ([[0, 1], [2, 3], [4, 0]], [2, 2, 1])
+    """
+    sizes = np.diff(bounds)
+    rows = np.zeros((len(sizes), int(sizes.max(initial=0))), dtype=np.int64)
+    rows[np.arange(rows.shape[1]) < sizes[:, None]] = positions
+    return rows, sizes
 
 
 def _epoch(plan: BatchPlan, epoch: int) -> tuple[np.ndarray, np.ndarray]:
