@@ -177,6 +177,12 @@ def _expected(tf: Any, plan: BatchPlan | None, cardinality: int | str | None) ->
     return None if cardinality is None else int(cardinality)
 
 
+# The fast path gathers several batches' rows in one tf op, up to this many bytes and
+# MAX_GATHER batches (a tf.data function call costs more than a small batch's gather)
+GATHER_BYTES = 1 << 20
+MAX_GATHER = 64
+
+
 def _pass_seed(base_seed: int, k: int) -> int:
     """The seed of pass ``k`` over a tf.data.Dataset (pass 0 has the run's own)."""
     from . import rng
@@ -197,18 +203,19 @@ def _gathered_dataset(
     )
     total = plan.total_batches
     n_epochs = None if total is None else -(-total // plan.batches_per_epoch)
+    row_bytes = sum(int(np.prod(t.shape[1:], dtype=np.int64)) * t.dtype.size for t in tensors)
+    per_gather = max(1, min(MAX_GATHER, GATHER_BYTES // max(1, row_bytes * plan.batch_size)))
     passes = [0]
 
     def epoch_rows(k: np.ndarray, epoch: np.ndarray) -> tuple[np.int64, np.ndarray, np.ndarray]:
         """Epoch ``epoch`` of pass ``k`` (epoch 0 opens a new pass): the pass, and the
-        positions of the epoch's batches, one row per batch padded to the longest, with
-        each batch's length."""
+        positions of the epoch's batches in groups (see :func:`_grouped`)."""
         this = int(k)
         if int(epoch) == 0:
             this = passes[0]
             passes[0] += 1
         positions, bounds = _epoch(plan.reseeded(_pass_seed(plan.seed, this)), int(epoch))
-        return (np.int64(this), *_padded(positions, bounds))
+        return (np.int64(this), *_grouped(positions, bounds, per_gather))
 
     plain = tf.autograph.experimental.do_not_convert  # plain tf ops: nothing to convert
     int64 = tf.int64
@@ -216,22 +223,25 @@ def _gathered_dataset(
     @plain
     def batch_rows(k: Any, epoch: Any) -> Any:
         # the scan carries the pass's number through its epochs
-        k, rows, sizes = tf.numpy_function(
+        k, rows, shapes = tf.numpy_function(
             epoch_rows, [k, epoch], (int64, int64, int64), stateful=True
         )
-        rows = tf.reshape(rows, [tf.size(sizes), -1])
-        return tf.reshape(k, []), (rows, tf.reshape(sizes, [-1]))
+        shapes = tf.reshape(shapes, [-1, 2])
+        rows = tf.reshape(rows, [tf.shape(shapes)[0], per_gather, -1])
+        return tf.reshape(k, []), (rows, shapes)
 
     @plain
-    def gather(rows: Any, size: Any) -> Any:
-        out = tuple(tf.gather(t, rows[:size]) for t in tensors)
+    def gather(rows: Any, shape: Any) -> Any:
+        rows = rows[: shape[0], : shape[1]]  # the group's batches, unpadded
+        out = tuple(tf.gather(t, rows) for t in tensors)
         return out[0] if len(out) == 1 else out
 
-    # Python runs once per epoch (to draw its order) and never per batch; the dataset has
-    # few functions and no ragged tensors, so that a pass (a Keras epoch) starts fast
+    # Python runs once per epoch (to draw its order) and never per batch. A call into a
+    # tf.data function costs tens of microseconds, more than the gather of a small batch:
+    # one gather serves a group of batches (up to GATHER_BYTES), then split into batches.
     epochs = tf.data.Dataset.range(n_epochs) if n_epochs is not None else tf.data.Dataset.counter()
-    batches = epochs.scan(tf.constant(-1, int64), batch_rows).unbatch()
-    out = batches.map(gather).prefetch(tf.data.AUTOTUNE)
+    groups = epochs.scan(tf.constant(-1, int64), batch_rows).unbatch()
+    out = groups.map(gather).unbatch().prefetch(tf.data.AUTOTUNE)
     expected = _expected(tf, plan, cardinality)
     if expected is not None:
         out = out.apply(tf.data.experimental.assert_cardinality(expected))
@@ -247,18 +257,31 @@ def _rows_of(dataset: Dataset) -> np.ndarray | None:
     return np.asarray(source.get_pos(dataset._index.indices), dtype=np.int64)
 
 
-def _padded(positions: np.ndarray, bounds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Batches ``positions[bounds[i]:bounds[i + 1]]`` as the rows of one matrix, padded
-    with zeros to the longest, and each one's length.
+def _grouped(positions: np.ndarray, bounds: np.ndarray, most: int) -> tuple[np.ndarray, np.ndarray]:
+    """The batches ``positions[bounds[i]:bounds[i + 1]]`` in groups of consecutive
+    batches of one length, at most ``most`` each: a matrix ``most`` x the longest batch per
+    group, padded with zeros, and each group's (number of batches, length).
 
-    >>> rows, sizes = _padded(np.arange(5), np.array([0, 2, 4, 5]))
-    >>> rows.tolist(), sizes.tolist()
-    ([[0, 1], [2, 3], [4, 0]], [2, 2, 1])
+    >>> rows, shapes = _grouped(np.arange(7), np.array([0, 2, 4, 6, 7]), 2)
+    >>> rows.tolist()
+    [[[0, 1], [2, 3]], [[4, 5], [0, 0]], [[6, 0], [0, 0]]]
+    >>> shapes.tolist()
+    [[2, 2], [1, 2], [1, 1]]
     """
-    sizes = np.diff(bounds)
-    rows = np.zeros((len(sizes), int(sizes.max(initial=0))), dtype=np.int64)
-    rows[np.arange(rows.shape[1]) < sizes[:, None]] = positions
-    return rows, sizes
+    sizes = np.diff(bounds).tolist()
+    groups: list[tuple[int, int, int]] = []  # (first batch, number of batches, length)
+    for i, size in enumerate(sizes):
+        if groups and groups[-1][2] == size and groups[-1][1] < most:
+            first, count, _ = groups[-1]
+            groups[-1] = (first, count + 1, size)
+        else:
+            groups.append((i, 1, size))
+    rows = np.zeros((len(groups), most, max(sizes, default=0)), dtype=np.int64)
+    for g, (first, count, size) in enumerate(groups):
+        start = bounds[first]
+        rows[g, :count, :size] = positions[start : start + count * size].reshape(count, size)
+    shapes = np.array([(count, size) for _, count, size in groups], dtype=np.int64)
+    return rows, shapes.reshape(-1, 2)
 
 
 def _epoch(plan: BatchPlan, epoch: int) -> tuple[np.ndarray, np.ndarray]:

@@ -688,3 +688,19 @@ def test_core_works_without_tensorflow():
     assert len(lines) == 3
     assert all(line.startswith("hint: TensorFlow is not installed") for line in lines[1:])
     assert all('pip install "fpipe-ml[tf]"' in line for line in lines[1:])
+
+
+@pytest.mark.parametrize("most", [1, 3, 64])
+def test_the_fast_path_gives_the_same_batches_whatever_number_it_gathers_at_once(
+    stream_ds, monkeypatch, most
+):
+    """Batches are gathered in groups of equal length (one tf op a group); a short last
+    batch of an epoch is a group of its own."""
+    import fpipe.tf as ftf
+
+    monkeypatch.setattr(ftf, "MAX_GATHER", most)
+    run = {"shuffle": True, "seed": 5, "n_epochs": 2}  # 100 items: 6 batches of 16, then 4
+    fast = stream_ds.p.to_tf_dataset(16, **run)
+    own = [[(b.images, b.labels) for b in stream_ds.p.gen_batch(16, **run)]]
+    assert [len(b[1]) for b in own[0]] == [16] * 6 + [4] + [16] * 6 + [4]
+    same_passes(tf_passes(fast, 1), own)
