@@ -7,7 +7,8 @@ batch ids come from one fpipe batching plan) in the same process:
   is the pipeline's own static model (both sides train the same Keras object);
 - ``fpipe``: a pipeline whose one action, ``@action(model=..., use_lock=...)``, calls
   ``train_on_batch`` on each batch of a static model; run with ``prefetch=0`` and with
-  ``prefetch=2`` (batches are cut on a worker thread while the driver trains).
+  ``prefetch=2`` (the first step needs the driver, so both make the batches on the
+  driver, several in a row, before their steps: see docs/scaling.md).
 
 Each side is warmed up first (Keras traces its train function), then the sides take
 turns ``--repeat`` times in rotating order (see ``_sides.py``). Each side's best round

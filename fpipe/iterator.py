@@ -441,49 +441,56 @@ class _Engine:
         return batch
 
     def _first_stage(self) -> Iterator[Batch]:
+        """The first stage's output batches: each made when it is due, made on the driver
+        a few in a row, or prepared by the executor's workers (no generator of its own:
+        a level less for every batch to pass through)."""
         steps = self.program.stages[0]
-        run, dataset = self.run, self.dataset
         source = self.plan.coordinates(self.start)
-        profiler, marks = self.profiler, self.marks
-        if self.executor is None and self._ahead():  # a driver step first: made ahead
-            yield from self._made_ahead(steps, source, driver_ahead(dataset, self.plan.batch_size))
-            return
-        if self.executor is None:  # sequential: each batch made when it is due
-            batch_at = dataset._batch_at
-            run_first: Any = self._watched  # the first batch runs step by step
-            for epoch, in_epoch, after, positions in source:
-                ctx = BatchContext(
-                    self.run_for(after <= self.present), epoch, after - 1, in_epoch - 1
-                )
-                try:
-                    out = run_first(steps, batch_at(positions, ctx), ctx)
-                    run_first = run_compiled
-                except SkipBatch:
-                    out = None
-                self.at = (epoch, in_epoch, after)
-                if out is not None:
-                    yield out
-                    # the consumer has it: not kept while the next batch is made
-                    out = None
-                elif marks:  # a watched run sees every batch of the plan
-                    yield SKIPPED
-            return
+        if self.executor is None:
+            if self._ahead():  # a driver step first: made ahead
+                ahead = driver_ahead(self.dataset, self.plan.batch_size)
+                return self._made_ahead(steps, source, ahead)
+            return self._when_due(steps, source)
+        profiler = self.profiler
         job = Job(
             self.pipeline.steps,
-            dataset.batch_class,
-            dataset,
+            self.dataset.batch_class,
+            self.dataset,
             self.plan.seed,
-            run.config,
+            self.run.config,
             profile=profiler.workers if profiler is not None else None,
         )
-        session = self.executor.open(job, run)  # this run's workers: executors are shared
+        session = self.executor.open(job, self.run)  # this run's workers: executors are shared
         if session.inline:  # nothing for a worker to do: the driver makes the batches
             session.close()
-            yield from self._made_ahead(steps, source, session.window)
-            return
-        # An error after this stage (a rebatch, a driver step) leaves this generator
-        # suspended, kept by the traceback: the run's end stops the workers all the same.
-        run.on_close(lambda: session.close(wait=False))
+            return self._made_ahead(steps, source, session.window)
+        # The run's end stops the workers whatever becomes of the stream (an error after
+        # this stage leaves it suspended, kept by the traceback; or it never starts).
+        self.run.on_close(lambda: session.close(wait=False))
+        return self._from_workers(steps, source, session)
+
+    def _when_due(self, steps: Any, source: Iterator[Any]) -> Iterator[Batch]:
+        """A sequential run's batches, each made when it is due."""
+        batch_at = self.dataset._batch_at
+        marks = self.marks
+        run_first: Any = self._watched  # the first batch runs step by step
+        for epoch, in_epoch, after, positions in source:
+            ctx = BatchContext(self.run_for(after <= self.present), epoch, after - 1, in_epoch - 1)
+            try:
+                out = run_first(steps, batch_at(positions, ctx), ctx)
+                run_first = run_compiled
+            except SkipBatch:
+                out = None
+            self.at = (epoch, in_epoch, after)
+            if out is not None:
+                yield out
+                out = None  # the consumer has it: not kept while the next batch is made
+            elif marks:  # a watched run sees every batch of the plan
+                yield SKIPPED
+
+    def _from_workers(self, steps: Any, source: Iterator[Any], session: Any) -> Iterator[Batch]:
+        """The batches the workers of ``session`` prepare, finished on the driver."""
+        marks, profiler = self.marks, self.profiler
         # the session yields each batch's coordinates and its result from the workers
         results = session.stream(
             ((epoch, in_epoch, after), Task(epoch, after - 1, positions, in_epoch - 1))
