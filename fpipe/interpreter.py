@@ -304,10 +304,13 @@ def _call(
 
         def call_model(b: Batch) -> Batch:
             run = b._ctx.run  # type: ignore[union-attr]
-            net = run.get_model(model, b)
+            # the run's tables first: a step that trains a model waits on nothing else
+            net = run._resolved.get(model)
+            if net is None:
+                net = run.get_model(model, b)
             if lock is None:
                 return fn(b, net, *args, **kw)
-            with run.lock(lock):
+            with run._locks.get(lock) or run.lock(lock):
                 return fn(b, net, *args, **kw)
 
         return call_model

@@ -33,26 +33,15 @@ if TYPE_CHECKING:
 __all__ = ["BatchContext", "PureView", "RunState"]
 
 
-class _RunLock:
-    """A run's named lock: reentrant (a locked action may call another one by hand)."""
-
-    __slots__ = ("_depth", "_lock")
-
-    def __init__(self) -> None:
-        self._lock = threading.RLock()
-        self._depth = 0  # changed only by the holder
-
-    def __enter__(self) -> _RunLock:
-        self._lock.acquire()
-        self._depth += 1
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._depth -= 1
-        self._lock.release()
-
-    def locked(self) -> bool:
-        return self._depth > 0
+def _held(lock: Any) -> bool:
+    """Whether a reentrant lock is held now, by this thread or another (no public API
+    says so for an RLock: ``_is_owned`` is what ``threading.Condition`` itself uses)."""
+    if lock._is_owned():
+        return True
+    if lock.acquire(blocking=False):
+        lock.release()
+        return False
+    return True
 
 
 class RunState:
@@ -75,7 +64,8 @@ class RunState:
         self.batch_size = batch_size
         self._env = env
         self._mutex = threading.RLock()
-        self._locks: dict[str, _RunLock] = {}
+        # a run's named locks: reentrant (a locked action may call another one by hand)
+        self._locks: dict[str, Any] = {}
         # Each model name resolves once per run (its descriptor never changes in a run:
         # imported and static ones are given, a dynamic one is built once): every later
         # batch finds it here without the mutex or the environment's tables.
@@ -196,20 +186,20 @@ class RunState:
     def config_for(self, name: str, own: Mapping[str, Any] | None) -> dict[str, Any]:
         return model_config(self.config, name, own)
 
-    def lock(self, name: str) -> _RunLock:
+    def lock(self, name: str) -> Any:
         found = self._locks.get(name)
         if found is not None:
             return found
         with self._mutex:
             lk = self._locks.get(name)
             if lk is None:
-                lk = self._locks[name] = _RunLock()
+                lk = self._locks[name] = threading.RLock()
                 self._env = self._env.with_lock(name)
             return lk
 
     def lock_is_held(self, name: str) -> bool:
         lk = self._locks.get(name)
-        return lk is not None and lk.locked()
+        return lk is not None and _held(lk)
 
     # -- shared helpers -------------------------------------------------------------------
     def pool(self) -> ThreadPoolExecutor:

@@ -132,6 +132,27 @@ def test_a_named_lock_is_made_once_per_run_and_recorded_in_the_environment():
     assert not run.lock_is_held("train")
 
 
+def test_a_named_lock_held_by_another_thread_is_held_and_excludes_this_one():
+    run = run_state()
+    taken, release = threading.Event(), threading.Event()
+
+    def hold():
+        with run.lock("train"):
+            taken.set()
+            release.wait(5)
+
+    other = threading.Thread(target=hold)
+    other.start()
+    try:
+        assert taken.wait(5)
+        assert run.lock_is_held("train")  # by the other thread
+        assert not run.lock("train").acquire(blocking=False)  # and not to be taken here
+    finally:
+        release.set()
+        other.join(5)
+    assert not run.lock_is_held("train")
+
+
 def test_the_pool_is_one_per_run_and_closed_with_the_run():
     run = run_state()
     pool = run.pool()
