@@ -179,9 +179,10 @@ class Dataset:
         """The batches at each of ``positions``, every component gathered now: one gather
         per component for them all, each batch holding a read-only slice of it.
 
-        For a run's driver making a few small batches in a row (a few hundred kB in all):
-        one gather of many rows costs half what a gather per batch does. The gathered
-        rows stay alive while any batch of them does.
+        For a run's driver making small batches a few in a row (up to
+        ``fpipe.executors.INLINE_BYTES`` of rows in all): one gather of many rows costs
+        half what a gather per batch does. The gathered rows stay alive while any batch
+        of them does.
         """
         sizes = [len(p) for p in positions]
         ids, rows = self._ids_rows(np.concatenate(positions) if positions else np.empty(0, int))

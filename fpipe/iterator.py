@@ -532,10 +532,11 @@ class _Engine:
         )
 
     def _made_ahead(self, steps: Any, source: Iterator[Any], ahead: int) -> Iterator[Batch]:
-        """The batches of a prefetch run with nothing for a worker: the driver makes them
-        ``ahead`` at a time, gathered (see :func:`fpipe.executors.driver_ahead`), then
-        runs each batch's steps, one batch at a time in batch order; the position
-        advances batch by batch."""
+        """The batches of a run whose first step needs the driver (sequential, or with
+        nothing for a worker): the driver makes them ``ahead`` at a time, with one gather
+        per component (see :func:`fpipe.executors.driver_ahead` and
+        ``Dataset._batches_at``), then runs each batch's steps, one batch at a time in
+        batch order; the position advances batch by batch."""
         batches_at = self.dataset._batches_at
         run_first: Any = self._watched  # the first batch runs step by step
         marks = self.marks
