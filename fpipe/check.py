@@ -36,9 +36,9 @@ from __future__ import annotations
 import difflib
 import functools
 import inspect
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .actions import ActionDefinition
 from .dataset import Dataset
@@ -64,6 +64,8 @@ if TYPE_CHECKING:
     from .algebra import PipelineValue
 
 __all__ = ["Problem", "check_pipeline"]
+
+T = TypeVar("T")
 
 _P = inspect.Parameter
 _POSITIONAL = (_P.POSITIONAL_ONLY, _P.POSITIONAL_OR_KEYWORD)
@@ -403,36 +405,30 @@ def _takes(fn: Any, name: str) -> bool:
     return param is not None and param.kind not in (_P.VAR_POSITIONAL, _P.VAR_KEYWORD)
 
 
-def _signature(fn: Any) -> inspect.Signature | None:
-    try:
-        return _cached_signature(fn)
-    except TypeError:  # an unhashable callable
-        return _uncached_signature(fn)
+def _memoized(fn: Callable[..., T]) -> Callable[..., T]:
+    """``fn`` remembering its results by arguments (signatures are cached per function);
+    a call with an unhashable argument (a callable object that is not hashable) is not
+    remembered."""
+    cached = functools.lru_cache(maxsize=4096)(fn)
+
+    def call(*args: Any) -> T:
+        try:
+            return cached(*args)
+        except TypeError:  # unhashable
+            return fn(*args)
+
+    call.cache_info = cached.cache_info  # type: ignore[attr-defined]
+    return call
 
 
-def _uncached_signature(fn: Any) -> inspect.Signature | None:
+def _signature_of(fn: Any) -> inspect.Signature | None:
     try:
         return inspect.signature(fn)
     except (TypeError, ValueError):  # a builtin without a signature: not checked
         return None
 
 
-_cached_signature = functools.lru_cache(maxsize=4096)(_uncached_signature)
-
-
-def _binding(
-    fn: Any,
-    name: str,
-    note: str,
-    lead: tuple[str, ...],
-    n_args: int,
-    keywords: tuple[str, ...],
-    given: frozenset[str],
-) -> tuple[str, ...]:
-    try:
-        return _cached_binding(fn, name, note, lead, n_args, keywords, given)
-    except TypeError:  # an unhashable callable
-        return _bind(fn, name, note, lead, n_args, keywords, given)
+_signature = _memoized(_signature_of)
 
 
 def _bind(
@@ -527,7 +523,7 @@ def _bind(
     return tuple(out)
 
 
-_cached_binding = functools.lru_cache(maxsize=4096)(_bind)
+_binding = _memoized(_bind)
 
 
 def _roles(lead: Sequence[str]) -> str:

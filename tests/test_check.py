@@ -600,9 +600,9 @@ def test_signatures_are_read_once_per_function_not_once_per_step(monkeypatch):
 
     monkeypatch.setattr(inspect, "signature", counting)
     p = (chk().p.apply(fresh, 1) + chk().p.apply(fresh, k=1)) * 100  # two ways to call it
-    before = fpipe.check._cached_binding.cache_info()
+    before = fpipe.check._binding.cache_info()
     assert check_pipeline(p) == [] and check_pipeline(p) == []
     assert calls.count(fresh) == 1
-    after = fpipe.check._cached_binding.cache_info()
+    after = fpipe.check._binding.cache_info()
     assert after.misses - before.misses == 2  # one binding per way, then looked up
     assert after.hits - before.hits == 398

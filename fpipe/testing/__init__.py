@@ -14,14 +14,11 @@ and helpers (see docs/testing.md, "Property-testing your pipelines").
 used, and say how to install it when it is missing.
 
 >>> import numpy as np
->>> from fpipe import Batch, Dataset, action
+>>> from fpipe import Batch, action
 >>> class TestingNoisy(Batch):
 ...     @action
 ...     def noise(self):
 ...         return self.replace(data=self.data + self.random.normal(size=len(self)))
->>> p = Dataset(7, TestingNoisy, preloaded=np.zeros(7)).p.noise()
->>> assert_resumable(p, 3, shuffle=True, n_epochs=2, seed=5)
-6
 >>> assert_pure(TestingNoisy.noise, TestingNoisy(np.arange(3), preloaded=np.ones(3)))
 """
 
